@@ -1,0 +1,42 @@
+"""Score a run on its test split: eval.json and predictions.csv."""
+
+import numpy as np
+import pandas as pd
+
+from lift_core import metrics
+from lift_core.predict import Predictor, Progress
+from lift_core.runs import Run, write_json_atomically
+
+
+def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, tokenizer=None,
+                 progress: Progress | None = None) -> dict:
+    """Predict the test split, write predictions.csv and eval.json, and return the metrics."""
+    info = run.dataset_info()
+    if predictor is None:
+        predictor = Predictor.for_run(run, model, tokenizer) if model is not None else Predictor.from_run(run)
+    frame = run.split("test")
+    y_true = frame[info["target"]].tolist()
+    predicted = predictor.predict(frame, progress=progress)
+    if info["task"] == "classification":
+        probabilities = predicted[[f"p_{label}" for label in info["classes"]]].to_numpy()
+        results = metrics.classification_metrics(y_true, predicted["y_pred"].tolist(), probabilities,
+                                                 info["classes"])
+        # Label scoring always yields a valid class; a greedy generation shows whether the model
+        # also writes answers in the right form, which is what the paper's invalid rate measures.
+        generated = predictor.predict(frame, samples=1, temperature=0.0)
+        greedy = metrics.classification_metrics(y_true, generated["y_pred"].tolist(), None, info["classes"])
+        results["invalid_rate"] = greedy["invalid_rate"]
+        results["generated_accuracy"] = greedy["accuracy"]
+        results["mode"] = "label scoring"
+    else:
+        results = metrics.regression_metrics(y_true, predicted["y_pred"].tolist(),
+                                             n_invalid=int(np.round(predicted["invalid"].sum())))
+        results["invalid_rate"] = float(predicted["invalid"].mean()) if len(predicted) else 0.0
+        results["mode"] = "sampling"
+    results["task"] = info["task"]
+    output = frame.rename(columns={info["target"]: "y_true"})
+    pd.concat([output.reset_index(drop=True), predicted], axis=1).to_csv(run.file("predictions.csv"),
+                                                                        index=False)
+    write_json_atomically(run.file("eval.json"), results)
+    return results
+
