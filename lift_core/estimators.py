@@ -1,0 +1,116 @@
+"""scikit-learn estimators: LiftClassifier and LiftRegressor."""
+
+import tempfile
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from lift_core import data
+from lift_core.errors import LiftError
+from lift_core.models import DEFAULT_MODEL
+
+
+def _as_frame(X, feature_names=None) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X.reset_index(drop=True)
+    array = np.asarray(X, dtype=object if not np.issubdtype(np.asarray(X).dtype, np.number) else None)
+    if array.ndim != 2:
+        raise LiftError(f"X must be 2-D (rows x features); got an array of shape {array.shape}.")
+    names = feature_names or [f"x{i + 1}" for i in range(array.shape[1])]
+    if len(names) != array.shape[1]:
+        raise LiftError(f"X has {array.shape[1]} features; the estimator was fitted with {len(names)}.")
+    return pd.DataFrame(array, columns=names)
+
+
+class _LiftEstimator(BaseEstimator):
+    _task = ""
+
+    def __init__(self, model=DEFAULT_MODEL, template="lift", template_text=None, decimals=2, quant="auto",
+                 epochs=3.0, max_steps=0, lr=1e-3, batch_size=8, lora_r=8, lora_alpha=16, lora_dropout=0.05,
+                 val_size=0.1, seed=0, samples=5, temperature=0.7, run_dir=None):
+        self.model = model
+        self.template = template
+        self.template_text = template_text
+        self.decimals = decimals
+        self.quant = quant
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.val_size = val_size
+        self.seed = seed
+        self.samples = samples
+        self.temperature = temperature
+        self.run_dir = run_dir
+
+    def fit(self, X, y):
+        from lift_core.predict import Predictor
+        from lift_core.training import TrainConfig, run_training
+
+        frame = _as_frame(X)
+        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        target = "y" if "y" not in frame.columns else "target"
+        frame[target] = np.asarray(y)
+        dataset = data.prepare_dataset(frame, target, list(frame.columns[:-1]), self._task)
+        # No test rows: the caller holds out its own (cross_val_score does).
+        splits = data.split_dataset(dataset, 0.0, self.val_size, self.seed)
+        config = TrainConfig(
+            data="<in-memory>", target=target, task=self._task, template=self.template,
+            template_text=self.template_text, decimals=self.decimals, model=self.model, quant=self.quant,
+            lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, batch_size=self.batch_size,
+            test_size=0.0, val_size=self.val_size, seed=self.seed,
+        )
+        run_dir = self.run_dir or tempfile.mkdtemp(prefix="lift-run-")
+        self.run_ = run_training(config, run_dir, splits_loaded=(dataset, splits))
+        self.predictor_ = Predictor.from_run(self.run_)
+        self._remember_targets(y, dataset)
+        return self
+
+    def _remember_targets(self, y, dataset) -> None:
+        pass
+
+    def _predict_frame(self, X, **kwargs) -> pd.DataFrame:
+        check_is_fitted(self, "predictor_")
+        names = list(self.feature_names_in_)
+        frame = _as_frame(X, names)
+        missing = [name for name in names if name not in frame.columns]
+        if missing:
+            raise LiftError(f"X lacks the features seen in fit: {', '.join(missing)}.")
+        return self.predictor_.predict(frame[names], **kwargs)
+
+
+class LiftClassifier(ClassifierMixin, _LiftEstimator):
+    """LIFT classification: finetune a causal LM on rows-as-sentences; probabilities by label scoring."""
+
+    _task = "classification"
+
+    def _remember_targets(self, y, dataset) -> None:
+        # The model answers in label text; map it back to the caller's own label values and types.
+        originals = pd.Series(np.asarray(y)).drop_duplicates()
+        by_text = {data.label_text(value): value for value in originals}
+        self.classes_ = np.asarray([by_text[text] for text in dataset.classes])
+
+    def predict_proba(self, X) -> np.ndarray:
+        predicted = self._predict_frame(X)
+        return predicted[[c for c in predicted.columns if c.startswith("p_")]].to_numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class LiftRegressor(RegressorMixin, _LiftEstimator):
+    """LIFT regression: the mean of `samples` generations at `temperature`."""
+
+    _task = "regression"
+
+    def predict(self, X, return_std: bool = False):
+        predicted = self._predict_frame(X, samples=self.samples, temperature=self.temperature)
+        mean = predicted["y_pred"].to_numpy()
+        return (mean, predicted["std"].to_numpy()) if return_std else mean
