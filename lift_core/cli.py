@@ -76,6 +76,58 @@ def _train_config(args):
     return TrainConfig(**values)
 
 
+def train_command(config, out_dir) -> list[str]:
+    """The `python -m lift_core train` command line that reproduces `config` (a TrainConfig)."""
+    from lift_core.training import TrainConfig
+
+    defaults = TrainConfig()
+    command = [sys.executable, "-m", "lift_core", "train", "--data", config.data, "--target", config.target]
+    for flag, field_name, options in _train_options():
+        value = getattr(config, field_name)
+        if value is None or value == getattr(defaults, field_name):
+            continue
+        if options.get("action") == "store_true":
+            command.append(flag)
+        else:
+            command += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    return command + ["--out", str(out_dir)]
+
+
+def _train_options() -> list[tuple[str, str, dict]]:
+    """(flag, TrainConfig field, argparse options) for every optional `train` setting."""
+    from lift_core.models import QUANT_MODES
+    from lift_core.prompts import TEMPLATE_KINDS
+
+    return [
+        ("--features", "features", {"help": "comma-separated; default: every other column"}),
+        ("--task", "task", {"choices": ("classification", "regression")}),
+        ("--test-data", "test_data", {"help": "a separate test table"}),
+        ("--template", "template", {"choices": TEMPLATE_KINDS}),
+        ("--template-text", "template_text", {"help": "custom template with {column} fields"}),
+        ("--decimals", "decimals", {"type": int}),
+        ("--model", "model", {"help": "an alias (see `models`), a hub id or a local folder"}),
+        ("--quant", "quant", {"choices": QUANT_MODES}),
+        ("--epochs", "epochs", {"type": float}),
+        ("--max-steps", "max_steps", {"type": int}),
+        ("--lr", "lr", {"type": float}),
+        ("--batch-size", "batch_size", {"type": int}),
+        ("--lora-r", "lora_r", {"type": int}),
+        ("--lora-alpha", "lora_alpha", {"type": int}),
+        ("--lora-dropout", "lora_dropout", {"type": float}),
+        ("--lora-targets", "lora_targets", {"help": "'all-linear' or comma-separated module names"}),
+        ("--test-size", "test_size", {"type": float}),
+        ("--val-size", "val_size", {"type": float}),
+        ("--eval-steps", "eval_steps", {"type": int}),
+        ("--logging-steps", "logging_steps", {"type": int}),
+        ("--save-steps", "save_steps", {"type": int, "help": "checkpoint every N steps"}),
+        ("--early-stopping", "early_stopping_patience",
+         {"type": int, "help": "stop after this many evaluations without improvement"}),
+        ("--eval-samples", "eval_samples", {"type": int}),
+        ("--seed", "seed", {"type": int}),
+        ("--trust-remote-code", "trust_remote_code", {"action": "store_true", "default": None}),
+    ]
+
+
 def cmd_train(args) -> None:
     from lift_core.training import run_training
 
@@ -169,8 +221,7 @@ def cmd_models(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lift_core.models import DEFAULT_MODEL, QUANT_MODES
-    from lift_core.prompts import TEMPLATE_KINDS
+    from lift_core.models import QUANT_MODES
 
     parser = argparse.ArgumentParser(prog="python -m lift_core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,32 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="finetune a model on a table; writes a run folder")
     train.add_argument("--data", required=True)
     train.add_argument("--target", required=True)
-    train.add_argument("--features", help="comma-separated; default: every other column")
-    train.add_argument("--task", choices=("classification", "regression"))
-    train.add_argument("--test-data", dest="test_data", help="a separate test table")
-    train.add_argument("--template", choices=TEMPLATE_KINDS)
-    train.add_argument("--template-text", dest="template_text", help="custom template with {column} fields")
-    train.add_argument("--decimals", type=int)
-    train.add_argument("--model", default=DEFAULT_MODEL)
-    train.add_argument("--quant", choices=QUANT_MODES)
-    train.add_argument("--epochs", type=float)
-    train.add_argument("--max-steps", dest="max_steps", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--batch-size", dest="batch_size", type=int)
-    train.add_argument("--lora-r", dest="lora_r", type=int)
-    train.add_argument("--lora-alpha", dest="lora_alpha", type=int)
-    train.add_argument("--lora-dropout", dest="lora_dropout", type=float)
-    train.add_argument("--lora-targets", dest="lora_targets", help="'all-linear' or comma-separated names")
-    train.add_argument("--test-size", dest="test_size", type=float)
-    train.add_argument("--val-size", dest="val_size", type=float)
-    train.add_argument("--eval-steps", dest="eval_steps", type=int)
-    train.add_argument("--logging-steps", dest="logging_steps", type=int)
-    train.add_argument("--save-steps", dest="save_steps", type=int)
-    train.add_argument("--early-stopping", dest="early_stopping_patience", type=int,
-                       help="stop after this many evaluations without improvement")
-    train.add_argument("--eval-samples", dest="eval_samples", type=int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None)
+    for flag, field_name, options in _train_options():
+        train.add_argument(flag, dest=field_name, **options)
     train.add_argument("--out", required=True, help="the run folder to create")
     train.set_defaults(handler=cmd_train)
 

@@ -294,3 +294,19 @@ def _split_off(frame: pd.DataFrame, n_out: int, dataset: Dataset, seed) -> tuple
         dataset.task == "classification" and counts.min() >= 2 and min(n_out, len(frame) - n_out) >= len(counts)
     )
     return train_test_split(frame, test_size=n_out, random_state=seed, stratify=labels if stratify else None)
+
+
+def conform_test_table(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """Shape a separate test table like the training data; it may be small or hold a single class."""
+    needed = dataset.features + [dataset.target]
+    missing = [column for column in needed if column not in table.columns]
+    if missing:
+        raise LiftError(f"The test table lacks the columns {', '.join(missing)}, which the training table has.")
+    frame = table.loc[table[dataset.target].notna(), needed].reset_index(drop=True)
+    if frame.empty:
+        raise LiftError(f"The test table has no rows with a value for '{dataset.target}'.")
+    if dataset.task == "regression":
+        frame[dataset.target] = _regression_target(frame[dataset.target], dataset.target)
+    else:
+        frame[dataset.target] = frame[dataset.target].map(label_text).astype(str)
+    return frame

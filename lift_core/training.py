@@ -13,6 +13,7 @@ import torch
 
 from lift_core import data, models, prompts
 from lift_core.errors import LiftError
+from lift_core.evaluation import evaluate_run
 from lift_core.runs import Run, create_run
 
 
@@ -87,11 +88,10 @@ def load_splits(config: TrainConfig) -> tuple[data.Dataset, data.Splits]:
     dataset = data.prepare_dataset(table, config.target, config.features, config.task)
     if not config.test_data:
         return dataset, data.split_dataset(dataset, config.test_size, config.val_size, config.seed)
-    test_set = data.prepare_dataset(data.load_table(config.test_data), dataset.target, dataset.features,
-                                    dataset.task)
+    test = data.conform_test_table(data.load_table(config.test_data), dataset)
     # Hold nothing out of the training table for testing: the separate table is the test set.
     pool = data.split_dataset(dataset, 0.0, config.val_size, config.seed)
-    return dataset, data.Splits(train=pool.train, val=pool.val, test=test_set.frame)
+    return dataset, data.Splits(train=pool.train, val=pool.val, test=test)
 
 
 def encode_examples(frame, template, tokenizer, target: str) -> list[dict]:
@@ -271,24 +271,24 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     `splits_loaded` lets the Python API pass in-memory data instead of a file.
     """
     config.check()
+    # Bad data fails here, before a run folder exists, so the same --out can be used again.
+    dataset, splits = splits_loaded or load_splits(config)
     run = create_run(out_dir, asdict(config))
     run.set_status("running", pid=os.getpid(), started=time.time())
     try:
-        dataset, splits = splits_loaded or load_splits(config)
         record_dataset(run, dataset, splits)
         model, tokenizer, stopped = train_model(config, run, dataset, splits)
         if stopped:
             run.set_status("stopped", finished=time.time())
             return run
-        from lift_core.evaluation import evaluate_run
-
+        if splits.test.empty:  # the Python API holds out its own test rows
+            run.set_status("completed", finished=time.time())
+            return run
         evaluate_run(run, model=model, tokenizer=tokenizer)
         run.set_status("completed", finished=time.time())
         return run
-    except LiftError as error:
-        run.set_status("failed", error=str(error), finished=time.time())
-        raise
     except BaseException as error:
-        run.set_status("failed", error=f"{error.__class__.__name__}: {error}", finished=time.time())
+        message = str(error) if isinstance(error, LiftError) else f"{error.__class__.__name__}: {error}"
+        run.set_status("failed", error=message, finished=time.time())
         raise
 
