@@ -29,3 +29,35 @@ def grid_over(frame: pd.DataFrame, features: list[str], resolution: int = 60, ma
         axes.append(np.linspace(low - pad, high + pad, resolution))
     mesh = np.meshgrid(*axes, indexing="xy")
     return pd.DataFrame({name: axis.ravel() for name, axis in zip(features, mesh)})
+
+
+def model_boundary(run, resolution: int = 60, margin: float = 0.2, samples: int = 0, temperature: float = 1.0,
+                   progress=None, predictor=None) -> pd.DataFrame:
+    """The finetuned model's predictions over a grid around the run's training data.
+
+    With samples=0 classes are scored (probabilities, entropy as spread); with samples=k each point gets
+    k generations at `temperature`, and the spread is their vote entropy (classification) or std (regression).
+    """
+    from lift_core.predict import cached_predictor
+
+    features = run.dataset_info()["features"]
+    grid = grid_over(run.split("train"), features, resolution, margin)
+    predicted = (predictor or cached_predictor(run)).predict(grid, samples, temperature, progress)
+    return grid.join(predicted)
+
+
+def baseline_boundary(run, name: str, resolution: int = 60, margin: float = 0.2) -> pd.DataFrame:
+    """A classical baseline fitted on the run's split, predicted over the same grid as the model."""
+    from lift_core import baselines
+    from lift_core.evaluation import run_dataset
+
+    dataset, splits = run_dataset(run)
+    grid = grid_over(splits.train, dataset.features, resolution, margin)
+    fitted = baselines.fit_baseline(name, splits, dataset, run.config().get("seed", 0))
+    if dataset.task == "regression":
+        return grid.assign(y_pred=fitted.predict(grid))
+    proba = baselines.class_probabilities(fitted, grid, dataset.classes)
+    result = grid.assign(y_pred=np.asarray(dataset.classes)[proba.argmax(axis=1)])
+    for index, label in enumerate(dataset.classes):
+        result[f"p_{label}"] = proba[:, index]
+    return result

@@ -180,15 +180,13 @@ def cmd_predict(args) -> None:
 
 
 def cmd_boundary(args) -> None:
-    from lift_core.boundary import grid_over
+    from lift_core.boundary import model_boundary
     from lift_core.predict import Predictor
 
     run = _open_run(args.run)
-    features = run.dataset_info()["features"]
-    grid = grid_over(run.split("train"), features, args.resolution, args.margin)
-    predictor = Predictor.from_run(run, args.quant)
-    predicted = predictor.predict(grid, args.samples, args.temperature, _progress_bar("grid"))
-    _write_table(grid.join(predicted), args.out)
+    grid = model_boundary(run, args.resolution, args.margin, args.samples, args.temperature,
+                          _progress_bar("grid"), Predictor.from_run(run, args.quant))
+    _write_table(grid, args.out)
     print(f"wrote a {len(grid)}-point grid to {args.out}")
 
 

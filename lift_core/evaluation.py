@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from lift_core import metrics
+from lift_core import baselines, data, metrics
 from lift_core.predict import Predictor, Progress
 from lift_core.runs import Run, write_json_atomically
 
@@ -40,3 +40,21 @@ def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, token
     write_json_atomically(run.file("eval.json"), results)
     return results
 
+
+
+def run_dataset(run: Run) -> tuple[data.Dataset, data.Splits]:
+    """The run's data and splits, read back from its folder, for baselines and plots."""
+    info = run.dataset_info()
+    splits = data.Splits(*(run.split(name) for name in ("train", "val", "test")))
+    dataset = data.Dataset(frame=pd.concat([splits.train, splits.val, splits.test], ignore_index=True),
+                           target=info["target"], features=info["features"], task=info["task"],
+                           classes=info["classes"], n_dropped=info["n_dropped"])
+    return dataset, splits
+
+
+def run_baselines(run: Run, names=None) -> pd.DataFrame:
+    """The baselines on exactly the run's split, saved beside its own results."""
+    dataset, splits = run_dataset(run)
+    table = baselines.run_baselines(splits, dataset, names, run.config().get("seed", 0))
+    table.to_csv(run.file("baselines.csv"), index=False)
+    return table

@@ -1,5 +1,6 @@
 """Turn a finetuned model back into predictions: label scoring, sampling, and regression draws."""
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,3 +212,20 @@ class Predictor:
                          "std": float(np.std(values)), "invalid": invalid})
         return pd.DataFrame(rows, columns=["y_pred", "median", "std", "invalid"])
 
+
+
+_loaded: dict[tuple, Predictor] = {}
+_loading = threading.Lock()
+
+
+def cached_predictor(run: Run) -> Predictor:
+    """The run's predictor, loaded once per process and kept while the same adapter is asked for.
+
+    One model at a time: a long-lived server holding every run's model would run out of memory.
+    """
+    key = (str(run.adapter_dir.resolve()), run.adapter_dir.stat().st_mtime if run.adapter_dir.exists() else 0)
+    with _loading:
+        if key not in _loaded:
+            _loaded.clear()
+            _loaded[key] = Predictor.from_run(run)
+        return _loaded[key]
