@@ -122,7 +122,8 @@ def _train_options() -> list[tuple[str, str, dict]]:
         ("--save-steps", "save_steps", {"type": int, "help": "checkpoint every N steps"}),
         ("--early-stopping", "early_stopping_patience",
          {"type": int, "help": "stop after this many evaluations without improvement"}),
-        ("--eval-samples", "eval_samples", {"type": int}),
+        ("--eval-samples", "eval_samples", {"type": int, "help": "regression: samples per test row"}),
+        ("--eval-temperature", "eval_temperature", {"type": float}),
         ("--seed", "seed", {"type": int}),
         ("--trust-remote-code", "trust_remote_code", {"action": "store_true", "default": None}),
     ]

@@ -16,7 +16,9 @@ def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, token
         predictor = Predictor.for_run(run, model, tokenizer) if model is not None else Predictor.from_run(run)
     frame = run.split("test")
     y_true = frame[info["target"]].tolist()
-    predicted = predictor.predict(frame, progress=progress)
+    config = run.config()
+    samples = 0 if info["task"] == "classification" else config.get("eval_samples", 5)
+    predicted = predictor.predict(frame, samples, config.get("eval_temperature", 0.7), progress)
     if info["task"] == "classification":
         probabilities = predicted[[f"p_{label}" for label in info["classes"]]].to_numpy()
         results = metrics.classification_metrics(y_true, predicted["y_pred"].tolist(), probabilities,

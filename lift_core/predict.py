@@ -169,8 +169,7 @@ class Predictor:
             if samples:
                 return self._vote(frame, samples, temperature, progress)
             proba = self.class_probabilities(frame, progress)
-            return self._class_frame(proba, np.zeros(len(frame)), pd.Series(self.classes).values[
-                proba.argmax(axis=1)] if len(frame) else [])
+            return self._class_frame(proba, np.zeros(len(frame)), np.asarray(self.classes)[proba.argmax(axis=1)])
         return self._regress(frame, samples or 5, temperature, progress)
 
     def _class_frame(self, shares: np.ndarray, invalid: np.ndarray, y_pred) -> pd.DataFrame:

@@ -1,9 +1,11 @@
 """Finetune a causal LM with (Q)LoRA on serialized rows, writing everything into a run folder."""
 
 import json
+import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,11 +42,12 @@ class TrainConfig:
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 0
-    logging_steps: int = 5
-    eval_steps: int = 50
+    logging_steps: int = 0  # 0: about 50 points per run, for the live loss plot
+    eval_steps: int = 0  # 0: about 10 evaluations per run
     save_steps: int = 0  # 0: no intermediate checkpoints
     early_stopping_patience: int = 0  # 0: off; else evaluations without improvement before stopping
     eval_samples: int = 5  # regression: samples drawn per test row
+    eval_temperature: float = 0.7
     trust_remote_code: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -130,8 +133,10 @@ class StopRequest:
     def __init__(self, run: Run):
         self.run = run
         self.signalled = False
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        # Only the main thread may set handlers; the Python API can be called from any thread.
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame):
         self.signalled = True
@@ -177,12 +182,21 @@ def _metrics_callback(run: Run, stop: StopRequest):
     return RunMetricsCallback()
 
 
-def _training_arguments(config: TrainConfig, run: Run, has_validation: bool):
+def planned_steps(config: TrainConfig, n_train: int) -> int:
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, math.ceil(math.ceil(n_train / config.batch_size) * config.epochs))
+
+
+def _training_arguments(config: TrainConfig, run: Run, n_train: int, has_validation: bool):
     from transformers import TrainingArguments
 
+    total = planned_steps(config, n_train)
+    logging_steps = config.logging_steps or min(10, max(1, total // 50))
+    eval_steps = config.eval_steps or max(1, total // 10)
     evaluate = "steps" if has_validation else "no"
     early_stopping = has_validation and config.early_stopping_patience > 0
-    save_steps = config.eval_steps if early_stopping else config.save_steps
+    save_steps = eval_steps if early_stopping else config.save_steps
     return TrainingArguments(
         output_dir=str(run.path / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -192,10 +206,10 @@ def _training_arguments(config: TrainConfig, run: Run, has_validation: bool):
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         lr_scheduler_type="linear",
         warmup_steps=0,
-        logging_steps=config.logging_steps,
+        logging_steps=logging_steps,
         logging_first_step=True,
         eval_strategy=evaluate,
-        eval_steps=config.eval_steps,
+        eval_steps=eval_steps,
         save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500,
         load_best_model_at_end=early_stopping,
@@ -231,7 +245,7 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     trainer = Trainer(
         model=model,
-        args=_training_arguments(config, run, has_validation=bool(val_set)),
+        args=_training_arguments(config, run, len(train_set), has_validation=bool(val_set)),
         train_dataset=train_set,
         eval_dataset=val_set or None,
         data_collator=PadCollator(tokenizer.pad_token_id),
