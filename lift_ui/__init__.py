@@ -1,0 +1,39 @@
+"""LIFT Studio's web interface. It holds no ML logic: every computation is a call into lift_core."""
+
+from pathlib import Path
+
+import gradio as gr
+
+from lift_core import models
+from lift_ui.context import AppContext
+from lift_ui.runner import TrainingRunner
+from lift_ui.tabs import data_tab, evaluate_tab, explore_tab, prompt_tab, runs_tab, train_tab
+
+TITLE = "LIFT Studio"
+LOGO = Path(__file__).resolve().parent.parent / "assets" / "logo.svg"
+
+
+def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, default_quant: str = "auto") -> gr.Blocks:
+    runs_dir = Path(runs_dir).resolve()
+    context = AppContext(
+        runs_dir=runs_dir,
+        default_model=default_model,
+        default_quant=default_quant,
+        hardware=models.hardware_summary(),
+        runner=TrainingRunner(runs_dir),
+    )
+    with gr.Blocks(title=TITLE) as app:
+        with gr.Row():
+            gr.HTML(LOGO.read_text(), padding=False, scale=0, min_width=70)
+            gr.Markdown(
+                f"# {TITLE}\nLanguage-Interfaced FineTuning: each table row becomes a sentence, a language model "
+                f"is finetuned with (Q)LoRA, and its answers become predictions.  \n**Hardware:** {context.hardware}"
+            )
+        context.data_path = gr.State(None)
+        context.model = gr.Dropdown(
+            choices=list(models.PRESET_MODELS), value=default_model, allow_custom_value=True,
+            label="Model (preset, hub id or local folder)", render=False,
+        )
+        for tab in (data_tab, prompt_tab, train_tab, evaluate_tab, explore_tab, runs_tab):
+            tab.build(context)
+    return app

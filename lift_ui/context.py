@@ -1,0 +1,37 @@
+"""What the tabs share: settings of this server and the components one tab owns and others read."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from lift_ui.runner import TrainingRunner
+
+
+@dataclass
+class AppContext:
+    runs_dir: Path
+    default_model: str
+    default_quant: str
+    hardware: str
+    runner: TrainingRunner
+    # Shared components, set by the tab that owns them; tabs are built in order (Data, Prompt, Train, ...).
+    data_path: gr.State | None = None          # path of the current table: an uploaded copy or a synthetic set
+    target: gr.Dropdown | None = None
+    features: gr.Dropdown | None = None        # multiselect
+    task: gr.Radio | None = None               # "auto", "classification" or "regression"
+    template: gr.Radio | None = None
+    template_text: gr.Textbox | None = None
+    decimals: gr.Number | None = None
+    model: gr.Dropdown | None = None           # created unrendered: the Prompt tab reads it, Train renders it
+
+    @property
+    def uploads_dir(self) -> Path:
+        path = self.runs_dir / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def error_message(error: Exception) -> str:
+    """How every tab shows a problem with the user's input: in the page, never as a traceback."""
+    return f"⚠️ {error}"

@@ -1,0 +1,139 @@
+"""Owns the training subprocess. The web app never trains in a request: it starts the engine's CLI and
+reads the run folder, so the page stays responsive and a browser refresh loses nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from lift_core.cli import train_command
+from lift_core.errors import LiftError
+from lift_core.runs import ACTIVE_STATES, Run, _pid_alive, list_runs, read_json, write_json_atomically
+from lift_core.training import TrainConfig, load_splits
+
+# Written by the runner at launch: the subprocess needs seconds (imports, data) before its own status.json.
+LAUNCHER_FILE = "launcher.json"
+
+
+class TrainingRunner:
+    """One training at a time per server; the runs folder, not this object, is the source of truth."""
+
+    def __init__(self, runs_dir):
+        self.runs_dir = Path(runs_dir)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._watched: set[Path] = set()  # runs whose process this runner still waits for
+
+    def active_run(self) -> Run | None:
+        for run in self._launching_runs() + list_runs(self.runs_dir):
+            if run.status().get("state") in ACTIVE_STATES and _launched_and_alive(run):
+                return run
+        return None
+
+    def latest_run(self) -> Run | None:
+        """What a freshly opened page shows: the training in progress, else the most recent run."""
+        return self.active_run() or next(iter(list_runs(self.runs_dir)), None)
+
+    def _launching_runs(self) -> list[Run]:
+        # Launched, but the subprocess has not written config.json yet, so list_runs cannot see them.
+        return [Run(path) for path in self.runs_dir.iterdir()
+                if (path / LAUNCHER_FILE).exists() and not (path / "config.json").exists()]
+
+    def new_run_path(self, config: TrainConfig) -> Path:
+        model = Path(config.model).name.replace("/", "-")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self.runs_dir / f"{stamp}-{model}-{config.template}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = self.runs_dir / f"{stamp}-{model}-{config.template}-{suffix}"
+        return path
+
+    def start(self, config: TrainConfig) -> Run:
+        config.check()
+        # Bad data is reported here, in the page, instead of as a failed run a few seconds later.
+        load_splits(config)
+        with self._lock:
+            busy = self.active_run()
+            if busy:
+                raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
+                                "first: one training runs at a time.")
+            run = Run(self.new_run_path(config))
+            run.path.mkdir(parents=True)
+            command = train_command(config, run.path)
+            log = open(run.file("log.txt"), "w")
+            log.write(" ".join(command) + "\n\n")
+            log.flush()
+            environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+            # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the run.
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=environment, start_new_session=True)
+            log.close()
+            run.file(LAUNCHER_FILE).write_text(json.dumps({"pid": process.pid, "launched": time.time()}))
+            self._watched.add(run.path)
+        threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
+        return run
+
+    def finishing(self, run: Run) -> bool:
+        """True until the run's process has ended and its exit code is recorded; a page polls until then,
+        since the process writes its final state a moment before it exits."""
+        return run.path in self._watched
+
+    def _watch(self, run: Run, process: subprocess.Popen, config: TrainConfig) -> None:
+        try:
+            self._record_exit(run, process.wait(), config)
+        finally:
+            self._watched.discard(run.path)
+
+    def _record_exit(self, run: Run, exit_code: int, config: TrainConfig) -> None:
+        state = run.status().get("state")
+        if not run.file("status.json").exists() or state in ACTIVE_STATES + ("interrupted",):
+            # The process died before it could say why (a crash, the OOM killer, a forced stop).
+            if not run.file("config.json").exists():
+                # Record the settings so the failed run is listed and can be inspected after a refresh.
+                write_json_atomically(run.file("config.json"), asdict(config))
+            if run.stop_requested() and exit_code == -signal.SIGKILL:
+                error = "Stopped by force before the adapter was saved."
+            else:
+                last_line = next((line for line in reversed(run.log_tail(5).splitlines()) if line.strip()), "")
+                error = last_line or f"exited with code {exit_code}"
+            run.set_status("failed", error=error, exit_code=exit_code,
+                           created=run.status().get("created", time.time()))
+        else:
+            run.set_status(state, exit_code=exit_code)
+
+    def stop(self) -> Run | None:
+        """Ask the active run to stop: it finishes its step, saves its adapter and ends as `stopped`.
+
+        Asked again, it is killed at once (no adapter): for a run stuck before its first step.
+        """
+        run = self.active_run()
+        if run is None:
+            return None
+        if not run.stop_requested():
+            # A stop file rather than SIGTERM: a signal during model loading would kill the process before it
+            # installs its handler, losing the adapter; the file is read after every training step.
+            run.request_stop()
+            return run
+        pid = _training_pid(run)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return run
+
+
+def _training_pid(run: Run) -> int | None:
+    # Runs started by hand from the CLI have no launcher file; their status.json holds the pid.
+    return run.status().get("pid") or (read_json(run.file(LAUNCHER_FILE)) or {}).get("pid")
+
+
+def _launched_and_alive(run: Run) -> bool:
+    # A run folder made by the runner has no status until the subprocess writes one; it is active while
+    # the launched process lives.
+    return _pid_alive(_training_pid(run))

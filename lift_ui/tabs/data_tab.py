@@ -1,0 +1,222 @@
+"""Data tab: upload a table or generate one of LIFT's synthetic sets, then choose the target, features and task."""
+
+import functools
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from lift_core import data, synthetic
+from lift_core.errors import LiftError
+from lift_ui.context import AppContext, error_message
+from lift_ui.figures.data import scatter
+
+PREVIEW_ROWS = 20
+MAX_PLOTTED_ROWS = 5000  # more points only slow the browser down without showing more
+TASK_CHOICES = ("auto",) + data.TASKS
+SYNTHETIC_KINDS = synthetic.CLASSIFICATION_KINDS + synthetic.REGRESSION_KINDS
+_TARGET_NAMES = ("y", "target", "label", "class")  # column names that usually hold the answer
+_NO_DATA = "Load a table in the Data tab first: upload a file or generate a synthetic set."
+
+
+@functools.lru_cache(maxsize=4)
+def read_table(path: str) -> pd.DataFrame:
+    """The table at `path`, read once: every file in the uploads folder is written once and never changed.
+
+    Callers share the cached frame, so they must not modify it.
+    """
+    return data.load_table(path)
+
+
+def selected_dataset(data_path: str | None, target: str | None, features: list[str] | None,
+                     task: str) -> data.Dataset:
+    """The current table with the Data tab's choices applied; the Prompt tab uses this too."""
+    if not data_path:
+        raise LiftError(_NO_DATA)
+    if not target:
+        raise LiftError("Choose the target column, the one the model should predict.")
+    return data.prepare_dataset(read_table(data_path), target, features or [], None if task == "auto" else task)
+
+
+def default_target(columns: list[str]) -> str:
+    by_lower_name = {column.lower(): column for column in columns}
+    return next((by_lower_name[name] for name in _TARGET_NAMES if name in by_lower_name), columns[-1])
+
+
+def column_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "column": frame.columns,
+        "dtype": [str(dtype) for dtype in frame.dtypes],
+        "missing": frame.isna().sum().to_numpy(),
+        "distinct": frame.nunique().to_numpy(),
+    })
+
+
+def dataset_figure(dataset: data.Dataset):
+    """A scatter plot when the features fit in one picture: two numeric features, or one for a regression."""
+    frame = dataset.frame
+    numeric = [name for name in dataset.features if pd.api.types.is_numeric_dtype(frame[name])]
+    if len(frame) > MAX_PLOTTED_ROWS:
+        frame = frame.sample(MAX_PLOTTED_ROWS, random_state=0)
+    if len(dataset.features) == 2 and len(numeric) == 2:
+        return scatter(frame, *numeric, color=dataset.target, color_order=dataset.classes)
+    if len(dataset.features) == 1 and len(numeric) == 1 and dataset.task == "regression":
+        return scatter(frame, numeric[0], dataset.target)
+    return None
+
+
+def task_note(dataset: data.Dataset, task_choice: str) -> str:
+    if dataset.task == "classification":
+        shown = ", ".join(dataset.classes[:10]) + (", ..." if len(dataset.classes) > 10 else "")
+        what = f"**classification** with {len(dataset.classes)} classes ({shown})"
+    else:
+        what = "**regression** (the target is a number)"
+    how = "auto-detected" if task_choice == "auto" else "chosen"
+    note = f"Task: {what}, {how}. {len(dataset.frame)} rows"
+    if dataset.n_dropped:
+        return note + f"; {dataset.n_dropped} rows dropped because '{dataset.target}' is missing."
+    return note + "."
+
+
+def describe_selection(data_path, target, features, task):
+    """(message, task note, plot) for the current choice of target, features and task."""
+    try:
+        dataset = selected_dataset(data_path, target, features, task)
+    except LiftError as error:
+        return error_message(error), "", gr.update(value=None, visible=False)
+    figure = dataset_figure(dataset)
+    return "", task_note(dataset, task), gr.update(value=figure, visible=figure is not None)
+
+
+def show_table(path: Path, frame: pd.DataFrame, note: str = "") -> tuple:
+    """Every output of a successful load, with the default target and features already checked."""
+    columns = list(frame.columns)
+    target = default_target(columns)
+    features = [column for column in columns if column != target]
+    message, task_line, plot = describe_selection(str(path), target, features, "auto")
+    info = f"**{path.name}**: {len(frame)} rows × {len(columns)} columns. {note}".strip()
+    return (
+        str(path), message, info, frame.head(PREVIEW_ROWS), column_summary(frame),
+        gr.update(choices=columns, value=target), gr.update(choices=features, value=features),
+        "auto", task_line, plot,
+    )
+
+
+def publish(path: Path, write) -> None:
+    """write(temporary path), then rename it to `path`, so another session never reads a half-written file."""
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def save_upload(uploaded: str, uploads_dir: Path) -> Path:
+    """Copy the upload into the uploads folder, named by its content so that the same file is stored once."""
+    source = Path(uploaded)
+    with open(source, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()[:12]
+    copy = uploads_dir / f"{source.stem}-{digest}{source.suffix.lower()}"
+    if not copy.exists():
+        publish(copy, lambda partial: shutil.copyfile(source, partial))
+    return copy
+
+
+def save_csv(frame: pd.DataFrame, path: Path) -> None:
+    publish(path, lambda partial: frame.to_csv(partial, index=False))
+
+
+def build(ctx: AppContext) -> None:
+    uploads_dir = ctx.uploads_dir
+
+    def keep_current_table(error: LiftError, data_path) -> dict:
+        """A failed load changes only the message: the table loaded before stays in use."""
+        text = error_message(error)
+        if data_path:
+            text += f"  \nStill using the previous table, {Path(data_path).name}."
+        return {message: text}
+
+    def load_upload(uploaded, data_path):
+        if not uploaded:
+            return keep_current_table(LiftError("No file was uploaded."), data_path)
+        try:
+            frame = data.load_table(uploaded)  # checked before the copy, so a bad file leaves nothing behind
+        except LiftError as error:
+            return keep_current_table(error, data_path)
+        return show_table(save_upload(uploaded, uploads_dir), frame)
+
+    def generate(kind, n, noise, seed, p, data_path):
+        empty = [label for label, value in (("n", n), ("noise", noise), ("seed", seed), ("p", p)) if value is None]
+        if empty:
+            return keep_current_table(LiftError(f"Fill in {', '.join(empty)} to generate a set."), data_path)
+        try:
+            if kind in synthetic.REGRESSION_KINDS:
+                frame, clean_test = synthetic.make_regression(kind, n=n, p=p, noise=noise, seed=seed)
+                name = f"{kind}-n{n}-p{p}-noise{noise:g}-seed{seed}"
+            else:
+                frame = synthetic.make_classification(kind, n=n, noise=noise, seed=seed)
+                clean_test = None
+                name = f"{kind}-n{n}-noise{noise:g}-seed{seed}"
+        except LiftError as error:
+            return keep_current_table(LiftError(f"Cannot generate '{kind}': {error}"), data_path)
+        path = uploads_dir / f"{name}.csv"
+        save_csv(frame, path)
+        note = ""
+        if clean_test is not None:
+            # As in the LIFT paper, only the training rows are noisy; the clean rows make a fair test table.
+            test_path = uploads_dir / f"{name}-test.csv"
+            save_csv(clean_test, test_path)
+            note = f"Its {len(clean_test)} noise-free test rows are in `{test_path}`."
+        return show_table(path, frame, note)
+
+    def select(data_path, target, features, task):
+        """Check the choice; the target is never offered as a feature, since it would give the answer away."""
+        features = [name for name in features or [] if name != target]
+        text, task_line, plot = describe_selection(data_path, target, features, task)
+        try:
+            columns = list(read_table(data_path).columns) if data_path else []
+        except LiftError:  # the file has gone; describe_selection's message already says so
+            columns = []
+        features_update = gr.update(choices=[name for name in columns if name != target], value=features)
+        return text, features_update, task_line, plot
+
+    with gr.Tab("Data"):
+        gr.Markdown("Upload a table, or generate one of the synthetic sets of the LIFT paper. "
+                    "Then choose the column to predict (the target) and the columns to give the model (features).")
+        message = gr.Markdown()
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label="Upload a table (CSV, TSV, Parquet, Excel .xlsx or JSON Lines)",
+                                 file_types=list(data.SUPPORTED_SUFFIXES), height=140)
+            with gr.Column():
+                with gr.Row():
+                    kind = gr.Dropdown(list(SYNTHETIC_KINDS), value="moons", label="Synthetic set")
+                    n_rows = gr.Number(400, label="Rows (n)", precision=0, minimum=2,
+                                       info="a regression set keeps 20% apart as a noise-free test table")
+                    noise = gr.Number(0.1, label="Noise", minimum=0, step=0.05)
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                    dimensions = gr.Number(1, label="Dimensions (p)", precision=0, minimum=1, visible=False)
+                generate_button = gr.Button("Generate", variant="secondary")
+        table_info = gr.Markdown()
+        with gr.Row():
+            ctx.target = gr.Dropdown(label="Target (the column to predict)", interactive=True)
+            ctx.features = gr.Dropdown(label="Features", multiselect=True, interactive=True, scale=2)
+            ctx.task = gr.Radio(list(TASK_CHOICES), value="auto", label="Task")
+        task_line = gr.Markdown()
+        plot = gr.Plot(label="Scatter of the data", visible=False)
+        with gr.Row():
+            preview = gr.Dataframe(label=f"First {PREVIEW_ROWS} rows", interactive=False, scale=2)
+            summary = gr.Dataframe(label="Columns", interactive=False, scale=1)
+
+    table_outputs = [ctx.data_path, message, table_info, preview, summary, ctx.target, ctx.features, ctx.task,
+                     task_line, plot]
+    upload.upload(load_upload, [upload, ctx.data_path], table_outputs, api_name="upload")
+    generate_button.click(generate, [kind, n_rows, noise, seed, dimensions, ctx.data_path], table_outputs,
+                          api_name="synth")
+    kind.change(lambda name: gr.update(visible=name in synthetic.REGRESSION_KINDS), kind, dimensions,
+                api_visibility="private")
+    # .input, not .change: a load sets the target and features itself and has already checked them.
+    gr.on([ctx.target.input, ctx.features.input, ctx.task.input], select,
+          [ctx.data_path, ctx.target, ctx.features, ctx.task], [message, ctx.features, task_line, plot],
+          api_name="select", trigger_mode="always_last")

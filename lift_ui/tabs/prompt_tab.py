@@ -1,0 +1,96 @@
+"""Prompt tab: how each row is written as a sentence, previewed live, with its length in the model's tokens."""
+
+import gradio as gr
+import pandas as pd
+
+from lift_core import models, prompts, training
+from lift_core.errors import LiftError
+from lift_ui.context import AppContext, error_message
+from lift_ui.tabs.data_tab import selected_dataset
+
+PREVIEW_ROWS = 5
+TOKEN_STAT_ROWS = 200
+_TEMPLATE_HELP = (
+    "**lift** writes the features as x1, x2, ... as in the LIFT paper; **names** and **sentence** use the column "
+    "names, which lets a pretrained model use what it knows about them; **custom** is your own text."
+)
+# Loading a tokenizer can take seconds (a GGUF conversion the first time), so each model's is loaded once.
+_TOKENIZERS: dict[str, object] = {}
+
+
+def cached_tokenizer(model_name: str):
+    if model_name not in _TOKENIZERS:
+        _TOKENIZERS[model_name] = models.load_tokenizer(model_name)
+    return _TOKENIZERS[model_name]
+
+
+def selected_template(dataset, template, template_text, decimals) -> prompts.PromptTemplate:
+    return prompts.PromptTemplate(features=dataset.features, target=dataset.target, kind=template,
+                                  decimals=decimals, text=template_text if template == "custom" else None)
+
+
+def placeholders_line(features) -> str:
+    if not features:
+        return "Choose features in the Data tab to use them as `{column}` placeholders."
+    return "Placeholders: " + ", ".join(f"`{{{name}}}`" for name in features) + " (`{{` and `}}` are literal braces)."
+
+
+def preview_prompts(data_path, target, features, task, template, template_text, decimals):
+    """(message, placeholders line, table of the first rows as prompt and completion)."""
+    placeholders = placeholders_line(features)
+    try:
+        dataset = selected_dataset(data_path, target, features, task)
+        prompt_template = selected_template(dataset, template, template_text, decimals)
+        examples = [prompt_template.example(row) for row in dataset.frame.head(PREVIEW_ROWS).to_dict("records")]
+    except LiftError as error:
+        return error_message(error), placeholders, None
+    return "", placeholders, pd.DataFrame(examples, columns=["prompt", "completion"])
+
+
+def token_stats(data_path, target, features, task, template, template_text, decimals, model_name):
+    """(message, statistics) of the tokens per training example: prompt, completion and end-of-text token."""
+    try:
+        dataset = selected_dataset(data_path, target, features, task)
+        prompt_template = selected_template(dataset, template, template_text, decimals)
+        tokenizer = cached_tokenizer(model_name)
+        rows = dataset.frame.head(TOKEN_STAT_ROWS)
+        lengths = [len(example["input_ids"])
+                   for example in training.encode_examples(rows, prompt_template, tokenizer, dataset.target)]
+    except LiftError as error:
+        return error_message(error), ""
+    stats = (f"**Tokens per example** (prompt + completion, over the first {len(lengths)} rows): "
+             f"mean **{sum(lengths) / len(lengths):.1f}**, max **{max(lengths)}**, "
+             f"counted with the tokenizer of `{model_name}`.")
+    return "", stats
+
+
+def build(ctx: AppContext) -> None:
+    with gr.Tab("Prompt"):
+        gr.Markdown("Each row becomes a prompt ending in `###`; the model learns to answer with the target "
+                    "followed by `@@@`. " + _TEMPLATE_HELP)
+        message = gr.Markdown()
+        with gr.Row():
+            ctx.template = gr.Radio(list(prompts.TEMPLATE_KINDS), value="lift", label="Template", scale=3)
+            ctx.decimals = gr.Number(2, label="Decimals", precision=0, minimum=0, maximum=prompts.MAX_DECIMALS,
+                                     info="digits kept after the point")
+        with gr.Column(visible=False) as custom_box:
+            ctx.template_text = gr.Textbox(
+                "", label="Custom template", lines=2,
+                placeholder="e.g. A flower with petal length {petal length} and petal width {petal width} is a",
+            )
+            placeholders = gr.Markdown(placeholders_line([]))
+        preview = gr.Dataframe(label=f"First {PREVIEW_ROWS} rows as the model sees them",
+                               headers=["prompt", "completion"], interactive=False, wrap=True)
+        with gr.Row():
+            count_button = gr.Button("Count tokens", scale=0)
+            stats = gr.Markdown("The tokenizer comes from the model chosen in the Train tab; loading it the first "
+                                "time can take a few seconds.")
+
+    selection = [ctx.data_path, ctx.target, ctx.features, ctx.task, ctx.template, ctx.template_text, ctx.decimals]
+    ctx.template.change(lambda kind: gr.update(visible=kind == "custom"), ctx.template, custom_box,
+                        api_visibility="private")
+    gr.on([ctx.data_path.change, ctx.target.change, ctx.features.change, ctx.task.change, ctx.template.change,
+           ctx.template_text.change, ctx.decimals.change],
+          preview_prompts, selection, [message, placeholders, preview], api_name="preview_prompts",
+          trigger_mode="always_last")
+    count_button.click(token_stats, selection + [ctx.model], [message, stats], api_name="token_stats")
