@@ -1,0 +1,134 @@
+"""Explore: what a run's model predicts across the feature plane (decision boundaries, as in the LIFT paper),
+beside a classical baseline, and how much its sampled answers vary."""
+
+from functools import partial
+
+import gradio as gr
+import pandas as pd
+
+from lift_core.baselines import CLASSIFIERS, REGRESSORS
+from lift_core.boundary import baseline_boundary, model_boundary, numeric_features
+from lift_core.errors import LiftError
+from lift_core.runs import Run
+from lift_ui.context import AppContext, error_message
+from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
+from lift_ui.tabs.evaluate_tab import engine_progress, open_run, run_picker
+
+DEFAULT_BASELINE = {"classification": "logreg", "regression": "polynomial"}
+# A 1-D regression is about extrapolation, so its line reaches further past the data than a 2-D map.
+DEFAULT_MARGIN = {1: 0.5, 2: 0.2}
+
+
+def explorable_features(run: Run) -> list[str]:
+    """The run's features when they can be drawn: two numeric ones, or one numeric one for regression."""
+    info = run.dataset_info()
+    features = info["features"]
+    numeric = numeric_features(run.split("train"), features)
+    if numeric == features and (len(features) == 2 or (len(features) == 1 and info["task"] == "regression")):
+        return features
+    described = ", ".join(f"{name} ({'number' if name in numeric else 'text'})" for name in features)
+    raise LiftError(f"Explore needs two numeric features (or one numeric feature for a regression); run "
+                    f"'{run.name}' has {len(features)}: {described}. The Evaluate tab works for any table.")
+
+
+def grid_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
+    """The predictions over the grid: a class map, a regression surface, or a 1-D regression line."""
+    info, train = run.dataset_info(), run.split("train")
+    if len(features) == 1:
+        return regression_band_figure(grid, features[0], train, info["target"], title)
+    if info["task"] == "classification":
+        return class_boundary_figure(grid, features, info["classes"], train, info["target"], title)
+    return value_map_figure(grid, features, "y_pred", train, info["target"], None, title,
+                            value_label=f"predicted {info['target']}")
+
+
+def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
+    """How much the sampled answers disagree: vote entropy for classes, std for numbers."""
+    info, train = run.dataset_info(), run.split("train")
+    if len(features) == 1:
+        return regression_band_figure(grid, features[0], train, info["target"], title)
+    if info["task"] == "classification":
+        return value_map_figure(grid, features, "spread", train, info["target"], info["classes"], title,
+                                colorscale="Magma", value_range=(0, 1), value_label="vote entropy")
+    return value_map_figure(grid, features, "std", train, info["target"], None, title, colorscale="Magma",
+                            value_label="std")
+
+
+def run_defaults(ctx: AppContext, run_name: str | None):
+    """The baseline choices and the margin that suit the chosen run; a message if it cannot be drawn."""
+    try:
+        run = open_run(ctx, run_name)
+        task = run.dataset_info()["task"]
+        features = explorable_features(run)
+    except LiftError as error:
+        return gr.Dropdown(), gr.Slider(), error_message(error)
+    names = list(CLASSIFIERS if task == "classification" else REGRESSORS)
+    return (gr.Dropdown(choices=names, value=DEFAULT_BASELINE[task]), gr.Slider(value=DEFAULT_MARGIN[len(features)]),
+            f"**{run.name}**: {task} on {' and '.join(features)}.")
+
+
+def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, baseline: str,
+             progress=gr.Progress()):
+    try:
+        run = open_run(ctx, run_name)
+        features = explorable_features(run)
+        progress(0, desc="Loading the model")
+        model_grid = model_boundary(run, int(resolution), margin,
+                                    progress=engine_progress(progress, "Predicting the grid"))
+        baseline_grid = baseline_boundary(run, baseline, int(resolution), margin)
+    except LiftError as error:
+        return None, None, error_message(error)
+    return (grid_figure(run, model_grid, features, f"Finetuned model ({run.name})"),
+            grid_figure(run, baseline_grid, features, f"Baseline: {baseline}"),
+            f"{len(model_grid)} grid points, {margin:.0%} past the training data on each side.")
+
+
+def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, samples: float, temperature: float,
+             progress=gr.Progress()):
+    try:
+        if samples < 2 or temperature < 0:
+            raise LiftError("Draw at least 2 samples per point, at a temperature of 0 or more.")
+        run = open_run(ctx, run_name)
+        features = explorable_features(run)
+        progress(0, desc="Loading the model")
+        grid = model_boundary(run, int(resolution), margin, samples=int(samples), temperature=temperature,
+                              progress=engine_progress(progress, "Sampling over the grid"))
+    except LiftError as error:
+        return None, error_message(error)
+    title = f"Spread of {int(samples)} samples at temperature {temperature:g} ({run.name})"
+    invalid = grid["invalid"].mean()
+    return spread_figure(run, grid, features, title), f"{invalid:.1%} of the sampled answers were invalid."
+
+
+def build(ctx: AppContext) -> None:
+    with gr.Tab("Explore") as tab:
+        gr.Markdown("For runs on two numeric features (or one, for a regression): the model's predictions over "
+                    "a grid that reaches past the training data, as in the LIFT paper's decision-boundary plots.")
+        picker = run_picker(ctx, tab)
+        message = gr.Markdown()
+        with gr.Row():
+            resolution = gr.Slider(10, 120, value=60, step=1, label="Grid resolution (points per side)")
+            margin = gr.Slider(0, 1, value=DEFAULT_MARGIN[2], step=0.05,
+                               label="Margin (share of the data range added on each side)")
+            # Both tasks' names: a run finished after the page loaded may be of either task.
+            baseline = gr.Dropdown(list(dict.fromkeys(CLASSIFIERS + REGRESSORS)),
+                                   value=DEFAULT_BASELINE["classification"], label="Baseline beside the model")
+        draw = gr.Button("Draw decision boundaries", variant="primary")
+        with gr.Row():
+            model_plot = gr.Plot(label="Finetuned model")
+            baseline_plot = gr.Plot(label="Baseline")
+        draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline],
+                   [model_plot, baseline_plot, message], api_name="boundary")
+
+        gr.Markdown("### Prediction variance\nEach grid point is answered several times by sampling; the map "
+                    "shows how much the answers disagree (vote entropy for classes, standard deviation for numbers).")
+        with gr.Row():
+            samples = gr.Slider(2, 20, value=5, step=1, label="Samples per point")
+            temperature = gr.Slider(0, 2, value=1.0, step=0.1, label="Sampling temperature")
+        sample = gr.Button("Map prediction variance")
+        variance_plot = gr.Plot(label="Prediction variance")
+        sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature],
+                     [variance_plot, message], api_name="variance")
+
+        # No triggers: on page load and whenever the run changes, so the first run shown gets its settings too.
+        gr.on(None, partial(run_defaults, ctx), picker, [baseline, margin, message], api_visibility="private")

@@ -1,0 +1,235 @@
+"""The Evaluate and Explore tabs through the app's API, on tiny runs trained once for this module,
+and their figure builders on small hand-made frames."""
+
+import base64
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from gradio_client import handle_file
+
+from lift_core.baselines import CLASSIFIERS
+from lift_core.runs import Run
+from lift_core.synthetic import make_regression
+from lift_core.training import TrainConfig, run_training
+from lift_ui.figures.evaluation import MODEL_BAR, baseline_scores_figure, confusion_figure, parity_figure
+from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
+
+CLASSES = ["0", "1"]
+
+
+def two_gaussians(n: int, seed: int) -> pd.DataFrame:
+    """Two well-separated classes in the plane: a tiny model learns them in a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    points = rng.normal(0, 0.5, size=(n, 2)) + np.where(labels[:, None] == 1, 2.0, -2.0)
+    return pd.DataFrame({"x1": points[:, 0], "x2": points[:, 1], "y": labels})
+
+
+def train_tiny(runs_dir, name: str, table: pd.DataFrame, test_table: pd.DataFrame | None = None) -> Run:
+    data = runs_dir / f"{name}.csv"
+    table.to_csv(data, index=False)
+    test_data = None
+    if test_table is not None:
+        test_data = runs_dir / f"{name}-test.csv"
+        test_table.to_csv(test_data, index=False)
+    config = TrainConfig(data=str(data), test_data=test_data and str(test_data), target="y", model="tiny",
+                         epochs=3, lr=5e-3, quant="none")
+    return run_training(config, runs_dir / name)
+
+
+@pytest.fixture(scope="module")
+def runs(app_server):
+    """Finished runs in the server's runs folder: a 2-D classification, a run with a text feature, a 1-D
+    regression."""
+    runs_dir = app_server["runs_dir"]
+    with_text = two_gaussians(30, seed=1).assign(colour=lambda frame: np.where(frame.x1 > 0, "red", "blue"))
+    line_train, line_test = make_regression("linear", n=40, p=1, seed=0)
+    return {
+        "gaussians": train_tiny(runs_dir, "gaussians", two_gaussians(80, seed=0)),
+        "with_text": train_tiny(runs_dir, "with-text", with_text),
+        "line": train_tiny(runs_dir, "line", line_train, line_test),
+    }
+
+
+def plotly_json(plot) -> dict:
+    return json.loads(plot["plot"])
+
+
+def as_frame(table) -> pd.DataFrame:
+    return pd.DataFrame(table["data"], columns=table["headers"])
+
+
+def array(value) -> np.ndarray:
+    """Plotly's JSON holds numeric arrays as base64 typed arrays; lists of labels stay lists."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return flat.reshape([int(n) for n in value["shape"].split(",")]) if "shape" in value else flat
+    return np.asarray(value)
+
+
+def heatmap(figure: dict) -> dict:
+    return next(trace for trace in figure["data"] if trace["type"] == "heatmap")
+
+
+# --- Evaluate ------------------------------------------------------------------------------------------------
+
+def test_evaluate_shows_metrics_confusion_and_predictions(client, runs):
+    run = runs["gaussians"]
+    metrics, figure, predictions, download, message = client.predict(run.name, api_name="/evaluate")
+    values = dict(as_frame(metrics).values)
+    assert values["Accuracy"] >= 0.9
+    assert {"Macro-F1", "Log-loss", "Invalid-output rate"} <= set(values)
+    n_test = run.dataset_info()["n_test"]
+    confusion = heatmap(plotly_json(figure))
+    assert array(confusion["z"]).sum() == n_test
+    assert list(confusion["x"]) == CLASSES
+    assert len(as_frame(predictions)) == n_test
+    assert len(pd.read_csv(download)) == n_test
+    assert run.name in message
+
+
+def test_evaluate_scores_a_run_that_stopped_before_its_evaluation(client, runs, app_server):
+    stopped = Run(app_server["runs_dir"] / "stopped")
+    shutil.copytree(runs["gaussians"].path, stopped.path)
+    stopped.file("eval.json").unlink()
+    stopped.file("predictions.csv").unlink()
+    stopped.set_status("stopped")
+    metrics, figure, predictions, download, message = client.predict(stopped.name, api_name="/evaluate")
+    assert dict(as_frame(metrics).values)["Accuracy"] >= 0.9
+    assert stopped.eval_results()["accuracy"] >= 0.9
+    assert stopped.file("predictions.csv").exists()
+
+
+def test_evaluate_unknown_run_gives_a_message(client, runs):
+    *outputs, message = client.predict("no-such-run", api_name="/evaluate")
+    metrics, figure, predictions, download = outputs
+    assert as_frame(metrics).empty and figure is None and download is None
+    assert message.startswith("⚠️") and "no-such-run" in message
+
+
+def test_baselines_compare_all_classifiers_with_the_model(client, runs):
+    run = runs["gaussians"]
+    table, chart, message = client.predict(run.name, api_name="/baselines")
+    assert sorted(as_frame(table)["name"]) == sorted(CLASSIFIERS)
+    assert run.file("baselines.csv").exists()
+    bars = plotly_json(chart)["data"][0]
+    assert sorted(bars["x"]) == sorted([*CLASSIFIERS, MODEL_BAR])
+    assert bars["y"][bars["x"].index(MODEL_BAR)] == run.eval_results()["accuracy"]
+
+
+def test_predict_table_predicts_every_uploaded_row(client, runs, tmp_path):
+    upload = tmp_path / "new.csv"
+    two_gaussians(12, seed=5).drop(columns="y").assign(id=range(12)).to_csv(upload, index=False)
+    table, download, message = client.predict(runs["gaussians"].name, handle_file(str(upload)),
+                                              api_name="/predict_table")
+    predicted = as_frame(table)
+    assert len(predicted) == 12 and list(predicted["id"]) == list(range(12))
+    assert set(predicted["y_pred"].astype(str)) <= set(CLASSES)
+    assert len(pd.read_csv(download)) == 12
+
+
+def test_predict_table_names_missing_columns(client, runs, tmp_path):
+    upload = tmp_path / "wrong.csv"
+    pd.DataFrame({"x1": [0.0, 1.0], "z": [1.0, 2.0]}).to_csv(upload, index=False)
+    table, download, message = client.predict(runs["gaussians"].name, handle_file(str(upload)),
+                                              api_name="/predict_table")
+    assert as_frame(table).empty and download is None
+    assert message.startswith("⚠️") and "x2" in message
+
+
+# --- Explore -------------------------------------------------------------------------------------------------
+
+def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
+    model_plot, baseline_plot, message = client.predict(runs["gaussians"].name, 20, 0.2, "logreg",
+                                                        api_name="/boundary")
+    for plot in (model_plot, baseline_plot):
+        figure = plotly_json(plot)
+        grid = heatmap(figure)
+        assert array(grid["z"]).shape == (20, 20)
+        assert list(grid["colorbar"]["ticktext"]) == CLASSES
+        assert [trace["name"] for trace in figure["data"][1:]] == ["train: 0", "train: 1"]
+    assert "400 grid points" in message
+
+
+def test_variance_maps_vote_entropy(client, runs):
+    plot, message = client.predict(runs["gaussians"].name, 10, 0.2, 2, 1.0, api_name="/variance")
+    spread = array(heatmap(plotly_json(plot))["z"])
+    assert spread.shape == (10, 10)
+    assert spread.min() >= 0 and spread.max() <= 1
+    assert "invalid" in message
+
+
+def test_explore_needs_two_numeric_features(client, runs):
+    name = runs["with_text"].name
+    model_plot, baseline_plot, message = client.predict(name, 20, 0.2, "logreg", api_name="/boundary")
+    assert model_plot is None and baseline_plot is None
+    assert "needs two numeric features" in message and "colour (text)" in message
+    plot, message = client.predict(name, 10, 0.2, 2, 1.0, api_name="/variance")
+    assert plot is None and "needs two numeric features" in message
+
+
+def test_one_feature_regression_draws_bands_with_the_extrapolation_shaded(client, runs):
+    run = runs["line"]
+    plot, message = client.predict(run.name, 15, 0.5, 2, 1.0, api_name="/variance")
+    figure = plotly_json(plot)
+    assert any(trace.get("fill") == "tonexty" for trace in figure["data"])
+    assert len(figure["layout"]["shapes"]) == 2  # beyond the lowest and the highest training x
+    model_plot, baseline_plot, message = client.predict(run.name, 15, 0.5, "polynomial", api_name="/boundary")
+    baseline_line = next(trace for trace in plotly_json(baseline_plot)["data"] if trace["name"] == "prediction")
+    assert len(array(baseline_line["x"])) == 15
+
+
+# --- Figure builders -----------------------------------------------------------------------------------------
+
+def test_confusion_figure_counts_every_row_and_invalid_answers():
+    figure = confusion_figure(["a", "a", "b", "b"], ["a", "b", "b", None], ["a", "b"])
+    grid = figure.data[0]
+    assert list(grid.x) == ["a", "b", "(invalid)"]
+    assert grid.z.tolist() == [[1, 1, 0], [0, 1, 1]]
+
+
+def test_parity_figure_has_error_bars_and_the_diagonal():
+    figure = parity_figure([1.0, 2.0, 3.0], [1.5, 2.0, 2.0], std=[0.1, 0.2, 0.3])
+    points, diagonal = figure.data
+    assert list(points.error_y.array) == [0.1, 0.2, 0.3]
+    assert list(diagonal.x) == list(diagonal.y) == [1.0, 3.0]
+
+
+def test_baseline_scores_figure_puts_the_best_first():
+    table = pd.DataFrame({"name": ["knn", "mlp"], "rmse": [2.0, 0.5]})
+    bars = baseline_scores_figure(table, "rmse", model_score=1.0).data[0]
+    assert list(bars.x) == ["mlp", MODEL_BAR, "knn"]
+    assert bars.marker.color[1] != bars.marker.color[0]
+
+
+def test_class_boundary_figure_colours_class_and_shades_probability():
+    grid = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0], "b": [0.0, 0.0, 1.0, 1.0],
+                         "p_u": [1.0, 0.5, 0.2, 0.0], "p_v": [0.0, 0.5, 0.8, 1.0]})
+    train = pd.DataFrame({"a": [0.1, 0.9], "b": [0.2, 0.8], "y": ["u", "v"]})
+    figure = class_boundary_figure(grid, ["a", "b"], ["u", "v"], train, "y", "t")
+    z = figure.data[0].z
+    # Row = b, column = a; integer part = class index, fraction = confidence above a coin flip.
+    assert z[0][0] == pytest.approx(0.999) and z[0][1] == pytest.approx(0.0)
+    assert z[1][0] == pytest.approx(1.6) and z[1][1] == pytest.approx(1.999)
+    assert [trace.name for trace in figure.data[1:]] == ["train: u", "train: v"]
+
+
+def test_value_map_figure_keeps_the_given_range():
+    grid = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0], "b": [0.0, 0.0, 1.0, 1.0], "std": [0.0, 1.0, 2.0, 3.0]})
+    train = pd.DataFrame({"a": [0.5], "b": [0.5], "y": [1.0]})
+    figure = value_map_figure(grid, ["a", "b"], "std", train, "y", None, "t", value_range=(0, 5))
+    assert figure.data[0].z.tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert (figure.data[0].zmin, figure.data[0].zmax) == (0, 5)
+
+
+def test_regression_band_figure_draws_a_band_only_with_std():
+    grid = pd.DataFrame({"x": np.linspace(-2, 2, 5), "y_pred": np.arange(5.0)})
+    train = pd.DataFrame({"x": [-1.0, 1.0], "y": [1.0, 3.0]})
+    plain = regression_band_figure(grid, "x", train, "y", "t")
+    assert not any(trace.fill for trace in plain.data)
+    banded = regression_band_figure(grid.assign(std=0.5), "x", train, "y", "t")
+    assert list(banded.data[1].y) == list(np.arange(5.0) + 0.5)
+    assert [(shape.x0, shape.x1) for shape in banded.layout.shapes] == [(-2.0, -1.0), (1.0, 2.0)]
