@@ -12,11 +12,13 @@ from pathlib import Path
 
 from lift_core.cli import train_command
 from lift_core.errors import LiftError
-from lift_core.runs import ACTIVE_STATES, Run, _pid_alive, list_runs, read_json, write_json_atomically
-from lift_core.training import TrainConfig, load_splits
+from lift_core.runs import (ACTIVE_STATES, STOP_FILE, Run, _pid_alive, list_runs, read_json,
+                            write_json_atomically)
+from lift_core.training import TrainConfig, build_template, load_splits
 
 # Written by the runner at launch: the subprocess needs seconds (imports, data) before its own status.json.
 LAUNCHER_FILE = "launcher.json"
+FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 
 
 class TrainingRunner:
@@ -55,8 +57,9 @@ class TrainingRunner:
 
     def start(self, config: TrainConfig) -> Run:
         config.check()
-        # Bad data is reported here, in the page, instead of as a failed run a few seconds later.
-        load_splits(config)
+        # Bad data or a bad template is reported here, in the page, instead of as a failed run seconds later.
+        dataset, _ = load_splits(config)
+        build_template(config, dataset.features, dataset.target)
         with self._lock:
             busy = self.active_run()
             if busy:
@@ -106,10 +109,11 @@ class TrainingRunner:
         else:
             run.set_status(state, exit_code=exit_code)
 
-    def stop(self) -> Run | None:
+    def stop(self) -> tuple[Run, str] | None:
         """Ask the active run to stop: it finishes its step, saves its adapter and ends as `stopped`.
 
-        Asked again, it is killed at once (no adapter): for a run stuck before its first step.
+        Returns the run and what happened: "requested"; "waiting" when asked again within FORCE_AFTER_S;
+        "killed" when asked again later, for a run that does not reach its next step (no adapter then).
         """
         run = self.active_run()
         if run is None:
@@ -118,14 +122,17 @@ class TrainingRunner:
             # A stop file rather than SIGTERM: a signal during model loading would kill the process before it
             # installs its handler, losing the adapter; the file is read after every training step.
             run.request_stop()
-            return run
+            return run, "requested"
+        # A double click must not throw away a run that was about to stop by itself.
+        if time.time() - run.file(STOP_FILE).stat().st_mtime < FORCE_AFTER_S:
+            return run, "waiting"
         pid = _training_pid(run)
         if pid:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        return run
+        return run, "killed"
 
 
 def _training_pid(run: Run) -> int | None:

@@ -1,0 +1,130 @@
+"""Runs tab: every run folder of this server, one run's curves and results, several runs overlaid,
+the adapter as a zip, and deleting a run."""
+
+import json
+import shutil
+import tempfile
+
+import gradio as gr
+import pandas as pd
+
+from lift_core.errors import LiftError
+from lift_core.runs import Run, list_runs
+from lift_ui.context import AppContext, error_message
+from lift_ui.figures.training import loss_curve, overlay
+
+# Run.summary() keys in the order the table shows them.
+COLUMNS = ("run", "state", "model", "template", "data", "target", "accuracy", "macro_f1", "rmse", "mae",
+           "invalid_rate", "created")
+METRIC_COLUMNS = ("accuracy", "macro_f1", "rmse", "mae", "invalid_rate")
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    frame = pd.DataFrame([run.summary() for run in runs], columns=list(COLUMNS)).round(4)
+    # Regression metrics only take room when every run is a classification, and the other way round.
+    unused = [name for name in METRIC_COLUMNS if frame[name].isna().all()]
+    return frame.drop(columns=unused) if len(frame) else frame
+
+
+def run_overview(run: Run) -> str:
+    status, config, info = run.status(), run.config(), run.dataset_info()
+    lines = [f"**{run.name}**: {status.get('state')} · model `{config.get('model')}` · "
+             f"template `{config.get('template')}`"]
+    if info:
+        lines.append(f"{info.get('task')} of `{info.get('target')}` from {', '.join(info.get('features', []))}: "
+                     f"{info.get('n_train')} train / {info.get('n_val')} validation / {info.get('n_test')} test rows")
+    if status.get("error"):
+        lines.append(f"Error: {status['error']}")
+    return "  \n".join(lines)
+
+
+def zip_adapter(run: Run) -> str:
+    if not run.adapter_dir.is_dir():
+        raise LiftError(f"Run '{run.name}' has no adapter: it ended before saving one.")
+    # A fresh folder per download, so two downloads of the same run never overwrite each other's zip.
+    base_name = f"{tempfile.mkdtemp(prefix='lift-adapter-')}/{run.name}-adapter"
+    return shutil.make_archive(base_name, "zip", root_dir=run.adapter_dir)
+
+
+def build(ctx: AppContext) -> None:
+    def run_named(name: str | None) -> Run:
+        # Only names of listed runs: the name comes from the browser and must not reach outside runs_dir.
+        runs = {run.name: run for run in list_runs(ctx.runs_dir)}
+        if name not in runs:
+            raise LiftError("Choose a run first." if not name else f"There is no run named '{name}'.")
+        return runs[name]
+
+    with gr.Tab("Runs") as tab:
+        gr.Markdown(f"Every training run on this server, newest first (folder `{ctx.runs_dir}`).")
+        refresh_button = gr.Button("Refresh")
+        table = gr.Dataframe(runs_table([]), interactive=False, label="Runs", wrap=True)
+        message = gr.Markdown()
+        log_y = gr.Checkbox(False, label="Log-scale loss")
+        gr.Markdown("### One run")
+        with gr.Row():
+            selected = gr.Dropdown([], label="Run", scale=3)
+            zip_button = gr.Button("Zip adapter for download", scale=1)
+            adapter_zip = gr.File(label="Adapter", interactive=False, scale=1)
+        with gr.Row():
+            plot = gr.Plot(label="Loss")
+            with gr.Column():
+                overview = gr.Markdown()
+                evaluation = gr.JSON(label="Test metrics (eval.json)")
+                config = gr.Code(language="json", label="Config (config.json)", interactive=False, max_lines=16)
+        with gr.Row():
+            confirm = gr.Checkbox(False, label="Yes, delete this run's folder for good")
+            delete_button = gr.Button("Delete run", variant="stop")
+        gr.Markdown("### Compare runs")
+        compared = gr.Dropdown([], multiselect=True, label="Runs to overlay")
+        overlay_plot = gr.Plot(label="Loss of the selected runs")
+
+        def refresh(selected_name, compared_names):
+            names = [run.name for run in list_runs(ctx.runs_dir)]
+            kept = [name for name in compared_names or [] if name in names]
+            current = selected_name if selected_name in names else next(iter(names), None)
+            return (runs_table([Run(ctx.runs_dir / name) for name in names]),
+                    gr.Dropdown(choices=names, value=current), gr.Dropdown(choices=names, value=kept))
+
+        def run_details(name, log_y):
+            try:
+                run = run_named(name)
+            except LiftError as error:
+                return loss_curve([]), error_message(error) if name else "", None, ""
+            return (loss_curve(run.metrics(), log_y), run_overview(run), run.eval_results(),
+                    json.dumps(run.config(), indent=2))
+
+        def overlay_runs(names, log_y):
+            runs = {run.name: run for run in list_runs(ctx.runs_dir) if run.name in (names or [])}
+            return overlay({name: run.metrics() for name, run in runs.items()}, log_y)
+
+        def download_adapter(name):
+            try:
+                return zip_adapter(run_named(name)), ""
+            except LiftError as error:
+                return None, error_message(error)
+
+        def delete_run(name, confirmed, compared_names):
+            try:
+                run = run_named(name)
+                if not confirmed:
+                    raise LiftError(f"Tick the box to confirm deleting '{name}'.")
+                active = ctx.runner.active_run()
+                if active is not None and active.name == run.name:
+                    raise LiftError(f"Run '{name}' is training: stop it in the Train tab before deleting it.")
+                run.delete()
+                note = f"Deleted run '{name}'."
+            except LiftError as error:
+                note = error_message(error)
+            return note, False, *refresh(name, compared_names)
+
+        listing = [table, selected, compared]
+        gr.on([refresh_button.click, tab.select], refresh, inputs=[selected, compared], outputs=listing,
+              api_name="runs")
+        gr.on([selected.change, log_y.change], run_details, inputs=[selected, log_y],
+              outputs=[plot, overview, evaluation, config], api_name="run_details")
+        gr.on([compared.change, log_y.change], overlay_runs, inputs=[compared, log_y], outputs=overlay_plot,
+              api_name="overlay")
+        zip_button.click(download_adapter, inputs=selected, outputs=[adapter_zip, message],
+                         api_name="download_adapter")
+        delete_button.click(delete_run, inputs=[selected, confirm, compared],
+                            outputs=[message, confirm, *listing], api_name="delete_run")

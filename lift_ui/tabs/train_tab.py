@@ -1,0 +1,235 @@
+"""Train tab: the settings become a TrainConfig, the runner trains it in a subprocess, and a timer shows the
+run's loss curve, progress and log as its folder fills. The page holds nothing the run folder does not."""
+
+import shlex
+from pathlib import Path
+
+import gradio as gr
+
+from lift_core.cli import train_command
+from lift_core.errors import LiftError
+from lift_core.models import QUANT_MODES
+from lift_core.runs import ACTIVE_STATES, Run
+from lift_core.training import TrainConfig
+from lift_ui.context import AppContext, error_message
+from lift_ui.runner import FORCE_AFTER_S
+from lift_ui.figures.training import loss_curve
+
+DEFAULTS = TrainConfig()
+POLL_SECONDS = 1.5
+LOG_LINES = 15
+FAILURE_LOG_LINES = 8
+METRIC_KEYS = ("accuracy", "macro_f1", "rmse", "mae", "invalid_rate", "n_test")
+# "Killed" is what the kernel's OOM killer leaves behind; -9 / 137 is its exit status.
+OUT_OF_MEMORY_SIGNS = ("out of memory", "killed")
+OUT_OF_MEMORY_EXIT_CODES = (-9, 137)
+OUT_OF_MEMORY_HINT = ("💡 This looks like the machine ran **out of memory**. Try a smaller batch size, "
+                      "4bit quantization, or a smaller model.")
+STOP_MESSAGES = {
+    "requested": "Stopping run `{name}` after its current step; its adapter will be saved.",
+    "waiting": "Run `{name}` is finishing its current step. If it has not stopped {seconds} s after the first "
+               "Stop, press Stop again to kill it (without saving an adapter).",
+    "killed": "Killed run `{name}`; no adapter was saved.",
+}
+NO_RUN = "No training run yet. Load a table in the Data tab, choose the settings above and press **Start**."
+
+
+def make_config(data, target, features, task, template, template_text, decimals, model, **settings) -> TrainConfig:
+    """The TrainConfig the page describes: the shared Data/Prompt components plus this tab's settings.
+
+    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default.
+    """
+    if not data:
+        raise LiftError("No data loaded yet: load or generate a table in the Data tab first.")
+    if not target:
+        raise LiftError("Choose the target column in the Data tab.")
+    if not (model or "").strip():
+        raise LiftError("Choose a model: a preset, a hub id or a local folder.")
+    empty = [name for name, value in settings.items() if value is None or value == ""]
+    if empty:
+        raise LiftError(f"Give a value for: {', '.join(empty)}.")
+    return TrainConfig(
+        data=data, target=target, features=list(features or []) or None,
+        task=None if task in (None, "auto") else task,
+        template=template or DEFAULTS.template,
+        template_text=template_text if template == "custom" else None,
+        decimals=int(decimals if decimals is not None else DEFAULTS.decimals),
+        model=model.strip(),
+        **{name: type(getattr(DEFAULTS, name))(value) for name, value in settings.items()},
+    )
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def progress_html(rows: list[dict], active: bool) -> str:
+    """A bar and one line: step/total, elapsed, ETA (while running) and throughput, from the last metrics row."""
+    logged = [row for row in rows if row.get("total_steps")]
+    if not logged:
+        return "<div>Waiting for the first training step (loading data and model)…</div>" if active else ""
+    last = logged[-1]
+    step, total = last["step"], last["total_steps"]
+    parts = [f"step {step}/{total}", f"elapsed {_duration(last.get('elapsed_s'))}"]
+    if active:
+        parts.append(f"ETA {_duration(last.get('eta_s'))}")
+    if last.get("tokens_per_s"):
+        parts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+    return (f'<progress value="{step}" max="{total}" style="width:100%"></progress>'
+            f"<div>{' · '.join(parts)}</div>")
+
+
+def _metrics_line(evaluation: dict) -> str:
+    return " · ".join(f"{key} {evaluation[key]:.4g}" if isinstance(evaluation[key], float)
+                      else f"{key} {evaluation[key]}" for key in METRIC_KEYS if evaluation.get(key) is not None)
+
+
+def failure_message(run: Run, status: dict) -> str:
+    """Why a run failed: exit code, error, the log's last lines, and what to try when memory ran out."""
+    log = run.log_tail(FAILURE_LOG_LINES)
+    exit_code = status.get("exit_code")
+    head = f"❌ **Run `{run.name}` {status['state']}**"
+    if exit_code is not None:
+        head += f" (exit code {exit_code})"
+    lines = [f"{head}: {status.get('error') or 'no error recorded'}"]
+    searched = f"{status.get('error', '')}\n{log}".lower()
+    # A forced stop is also a SIGKILL, but not a memory problem.
+    out_of_memory = not run.stop_requested() and (
+        any(sign in searched for sign in OUT_OF_MEMORY_SIGNS) or exit_code in OUT_OF_MEMORY_EXIT_CODES)
+    if out_of_memory:
+        lines.append(OUT_OF_MEMORY_HINT)
+    if log.strip():
+        lines.append(f"Last lines of the log:\n```\n{log}\n```")
+    return "\n\n".join(lines)
+
+
+def state_message(run: Run, status: dict, has_metrics: bool) -> str:
+    state = status.get("state")
+    if state in ACTIVE_STATES:
+        doing = "training" if has_metrics else "loading data and model"
+        return f"⏳ **Run `{run.name}`**: {doing}… (Stop saves the adapter after the current step)"
+    if state == "completed":
+        metrics = _metrics_line(run.eval_results() or {})
+        return f"✅ **Run `{run.name}` completed.**" + (f" Test set: {metrics}" if metrics else "")
+    if state == "stopped":
+        return f"⏹️ **Run `{run.name}` stopped** on request; its adapter is saved (see the Evaluate and Runs tabs)."
+    return failure_message(run, status)
+
+
+def build(ctx: AppContext) -> None:
+    with gr.Tab("Train"):
+        gr.Markdown("Finetune the model on the current table with LoRA. Training runs in the background on the "
+                    "server: you can close or refresh this page and come back to it.")
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### Model")
+                ctx.model.render()
+                quant = gr.Radio(list(QUANT_MODES), value=ctx.default_quant, label="Quantization",
+                                 info=f"auto: 4bit on a CUDA GPU, none otherwise. This server: {ctx.hardware}")
+            with gr.Column():
+                gr.Markdown("### LoRA")
+                lora_r = gr.Number(DEFAULTS.lora_r, precision=0, minimum=1, label="Rank r")
+                lora_alpha = gr.Number(DEFAULTS.lora_alpha, precision=0, minimum=1, label="Alpha")
+                lora_dropout = gr.Number(DEFAULTS.lora_dropout, minimum=0, maximum=0.9, step=0.05, label="Dropout")
+                lora_targets = gr.Textbox(DEFAULTS.lora_targets, label="Target modules",
+                                          info="'all-linear' or comma-separated module names, e.g. q_proj,v_proj")
+            with gr.Column():
+                gr.Markdown("### Optimisation")
+                lr = gr.Number(DEFAULTS.lr, minimum=0, label="Learning rate")
+                epochs = gr.Number(DEFAULTS.epochs, minimum=0, label="Epochs")
+                max_steps = gr.Number(DEFAULTS.max_steps, precision=0, minimum=0, label="Max steps",
+                                      info="0: train for the epochs above")
+                batch_size = gr.Number(DEFAULTS.batch_size, precision=0, minimum=1, label="Batch size")
+                val_size = gr.Slider(0, 0.5, value=DEFAULTS.val_size, step=0.05, label="Validation fraction")
+                seed = gr.Number(DEFAULTS.seed, precision=0, label="Seed")
+                with gr.Accordion("Logging", open=False):
+                    logging_steps = gr.Number(DEFAULTS.logging_steps, precision=0, minimum=0,
+                                              label="Log the train loss every (steps)",
+                                              info="0: automatic, about 50 points per run")
+                    eval_steps = gr.Number(DEFAULTS.eval_steps, precision=0, minimum=0,
+                                           label="Evaluate the validation loss every (steps)",
+                                           info="0: automatic, about 10 evaluations per run")
+        with gr.Row():
+            start_button = gr.Button("Start training", variant="primary")
+            stop_button = gr.Button("Stop", variant="stop")
+            command_button = gr.Button("Show command")
+        message = gr.Markdown()
+        with gr.Accordion("Command line", open=False) as command_box:
+            command = gr.Code(language="shell", label="The same training from a terminal", interactive=False,
+                              lines=2, wrap_lines=True, show_line_numbers=False, buttons=["copy"])
+        with gr.Row():
+            with gr.Column(scale=3):
+                plot = gr.Plot(label="Loss")
+                with gr.Row():
+                    log_y = gr.Checkbox(False, label="Log-scale loss")
+                    smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA of the train loss)")
+            with gr.Column(scale=2):
+                run_state = gr.Markdown(NO_RUN)
+                progress = gr.HTML()
+                # As tall as the tail, so the newest line is always in view.
+                log = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=LOG_LINES, interactive=False)
+        current_run = gr.State(None)  # this page's run folder; without one the page follows the runs folder
+        # Ticks once after the page opens (reattaching to the run), then only while a run is active.
+        timer = gr.Timer(POLL_SECONDS)
+
+        # Keyed by make_config's parameters (TrainConfig fields), so both buttons describe the same run.
+        settings = {
+            "data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
+            "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
+            "model": ctx.model, "quant": quant, "lora_r": lora_r, "lora_alpha": lora_alpha,
+            "lora_dropout": lora_dropout, "lora_targets": lora_targets, "lr": lr, "epochs": epochs,
+            "max_steps": max_steps, "batch_size": batch_size, "val_size": val_size, "seed": seed,
+            "logging_steps": logging_steps, "eval_steps": eval_steps,
+        }
+
+        def show_command(**values):
+            try:
+                config = make_config(**values)
+            except LiftError as error:
+                return "", error_message(error), gr.skip()
+            line = train_command(config, ctx.runner.new_run_path(config))
+            return shlex.join(["python", *line[1:]]), "", gr.Accordion(open=True)
+
+        def start(**values):
+            try:
+                run = ctx.runner.start(make_config(**values))
+            except LiftError as error:
+                return gr.skip(), error_message(error)
+            return str(run.path), f"Started run `{run.name}`."
+
+        def stop():
+            stopping = ctx.runner.stop()
+            if stopping is None:
+                return "No training is running."
+            run, outcome = stopping
+            return STOP_MESSAGES[outcome].format(name=run.name, seconds=FORCE_AFTER_S)
+
+        def shown_run(run_path) -> Run | None:
+            if run_path and Path(run_path).is_dir():
+                return Run(run_path)
+            return ctx.runner.latest_run()
+
+        def status(run_path, log_y, smoothing):
+            run = shown_run(run_path)
+            if run is None:
+                return loss_curve([]), "", "", NO_RUN, gr.Timer(active=False)
+            rows, run_status = run.metrics(), run.status()
+            active = run_status.get("state") in ACTIVE_STATES
+            return (loss_curve(rows, log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
+                    state_message(run, run_status, bool(rows)),
+                    gr.Timer(active=active or ctx.runner.finishing(run)))
+
+        command_button.click(show_command, inputs_kwargs=settings, outputs=[command, message, command_box],
+                             api_name="show_command")
+        started = start_button.click(start, inputs_kwargs=settings, outputs=[current_run, message], api_name="start")
+        stop_button.click(stop, outputs=message, api_name="stop")
+        status_inputs, status_outputs = [current_run, log_y, smoothing], [plot, progress, log, run_state, timer]
+        gr.on([timer.tick, log_y.change, smoothing.change], status, inputs=status_inputs, outputs=status_outputs,
+              api_name="status", show_progress="hidden")
+        # Shows the new run at once and switches the timer on.
+        started.success(status, inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
+                        api_visibility="private")
