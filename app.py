@@ -27,14 +27,12 @@ def main(argv=None) -> None:
             raise SystemExit("error: --auth takes USER:PASS")
         auth = (user, password)
 
-    import torch
-
     from lift_core import models
     from lift_ui import build_app
 
     default_model = args.model or models.DEFAULT_MODEL
     default_quant = "auto"
-    if not torch.cuda.is_available():
+    if not models.has_cuda():
         default_quant = "none"
         print(f"No CUDA GPU found: defaulting to '{default_model}' in full precision on the CPU.")
     app = build_app(args.runs_dir, default_model, default_quant)

@@ -155,6 +155,10 @@ def _build_tiny_tokenizer():
     )
 
 
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
 def resolve_quantization(quant: str) -> str:
     if quant not in QUANT_MODES:
         raise LiftError(f"Unknown quantization '{quant}'. Choose one of: {', '.join(QUANT_MODES)}.")

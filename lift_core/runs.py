@@ -43,7 +43,7 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -99,7 +99,7 @@ class Run:
     def status(self) -> dict:
         """The recorded status; a run whose process died without saying so reads as interrupted."""
         status = read_json(self.file("status.json")) or {"state": "queued"}
-        if status.get("state") == "running" and not _pid_alive(status.get("pid")):
+        if status.get("state") == "running" and not pid_alive(status.get("pid")):
             status = {**status, "state": "interrupted",
                       "error": "The training process ended without recording a result."}
         return status

@@ -228,7 +228,8 @@ def _training_arguments(config: TrainConfig, run: Run, n_train: int, has_validat
     )
 
 
-def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits):
+def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits,
+                stop: StopRequest | None = None):
     """Finetune and save the adapter. Returns (peft model, tokenizer, stopped?)."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
@@ -239,7 +240,7 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     tokenizer = loaded.tokenizer
     train_set = encode_examples(splits.train, template, tokenizer, dataset.target)
     val_set = encode_examples(splits.val, template, tokenizer, dataset.target)
-    stop = StopRequest(run)
+    stop = stop or StopRequest(run)
     callbacks = [_metrics_callback(run, stop)]
     if val_set and config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
@@ -287,11 +288,14 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     config.check()
     # Bad data fails here, before a run folder exists, so the same --out can be used again.
     dataset, splits = splits_loaded or load_splits(config)
+    build_template(config, dataset.features, dataset.target)  # a bad template fails here too, before the folder
     run = create_run(out_dir, asdict(config))
     run.set_status("running", pid=os.getpid(), started=time.time())
+    # Listen for a stop from here on: a SIGTERM while the model loads must still end as `stopped`.
+    stop = StopRequest(run)
     try:
         record_dataset(run, dataset, splits)
-        model, tokenizer, stopped = train_model(config, run, dataset, splits)
+        model, tokenizer, stopped = train_model(config, run, dataset, splits, stop)
         if stopped:
             run.set_status("stopped", finished=time.time())
             return run

@@ -28,6 +28,8 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
             gr.Markdown(
                 f"# {TITLE}\nLanguage-Interfaced FineTuning: each table row becomes a sentence, a language model "
                 f"is finetuned with (Q)LoRA, and its answers become predictions.  \n**Hardware:** {context.hardware}"
+                + ("" if models.has_cuda() else
+                   f"  \nNo CUDA GPU here: training defaults to `{default_model}` in full precision on the CPU.")
             )
         context.data_path = gr.State(None)
         context.model = gr.Dropdown(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lift_core.cli import train_command
 from lift_core.errors import LiftError
-from lift_core.runs import (ACTIVE_STATES, STOP_FILE, Run, _pid_alive, list_runs, read_json,
+from lift_core.runs import (ACTIVE_STATES, STOP_FILE, Run, pid_alive, list_runs, read_json,
                             write_json_atomically)
 from lift_core.training import TrainConfig, build_template, load_splits
 
@@ -143,4 +143,4 @@ def _training_pid(run: Run) -> int | None:
 def _launched_and_alive(run: Run) -> bool:
     # A run folder made by the runner has no status until the subprocess writes one; it is active while
     # the launched process lives.
-    return _pid_alive(_training_pid(run))
+    return pid_alive(_training_pid(run))
