@@ -24,7 +24,9 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
     )
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
-            gr.HTML(LOGO.read_text(), padding=False, scale=0, min_width=70)
+            # gr.HTML ignores scale and min_width; a column around it keeps the logo small.
+            with gr.Column(scale=0, min_width=70):
+                gr.HTML(LOGO.read_text(), padding=False)
             gr.Markdown(
                 f"# {TITLE}\nLanguage-Interfaced FineTuning: each table row becomes a sentence, a language model "
                 f"is finetuned with (Q)LoRA, and its answers become predictions.  \n**Hardware:** {context.hardware}"

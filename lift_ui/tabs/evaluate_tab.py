@@ -188,7 +188,8 @@ def build(ctx: AppContext) -> None:
         gr.Markdown("### Baselines on the same split")
         compare = gr.Button("Fit baselines")
         with gr.Row():
-            baseline_table = gr.Dataframe(label="Baseline test scores", interactive=False, scale=1)
+            baseline_table = gr.Dataframe(label="Baseline test scores", headers=["name", "score"], interactive=False,
+                                          scale=1)
             baseline_chart = gr.Plot(label="Compared with the finetuned model", scale=1)
         compare.click(partial(baselines, ctx), picker, [baseline_table, baseline_chart, message],
                       api_name="baselines")
@@ -198,7 +199,7 @@ def build(ctx: AppContext) -> None:
             upload = gr.File(label="Table to predict", file_types=list(data.SUPPORTED_SUFFIXES), type="filepath")
             predicted_file = gr.File(label="Download the predictions", interactive=False)
         predict = gr.Button("Predict")
-        predicted_table = gr.Dataframe(label="Predictions", interactive=False, max_height=400)
+        predicted_table = gr.Dataframe(label="Predictions", headers=["y_pred"], interactive=False, max_height=400)
         predict.click(partial(predict_table, ctx), [picker, upload], [predicted_table, predicted_file, message],
                       api_name="predict_table")
         # Results below the run picker belong to the run that produced them.

@@ -56,6 +56,8 @@ def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str)
 
 def run_defaults(ctx: AppContext, run_name: str | None):
     """The baseline choices and the margin that suit the chosen run; a message if it cannot be drawn."""
+    if not run_name:  # the page is still loading its run list: nothing is wrong yet
+        return gr.Dropdown(), gr.Slider(), ""
     try:
         run = open_run(ctx, run_name)
         task = run.dataset_info()["task"]

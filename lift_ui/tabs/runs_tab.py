@@ -57,7 +57,7 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Runs") as tab:
         gr.Markdown(f"Every training run on this server, newest first (folder `{ctx.runs_dir}`).")
         refresh_button = gr.Button("Refresh")
-        table = gr.Dataframe(runs_table([]), interactive=False, label="Runs", wrap=True)
+        table = gr.Dataframe(runs_table([]), interactive=False, label="Runs", wrap=False)
         message = gr.Markdown()
         log_y = gr.Checkbox(False, label="Log-scale loss")
         gr.Markdown("### One run")

@@ -139,8 +139,8 @@ def build(ctx: AppContext) -> None:
                                           info="'all-linear' or comma-separated module names, e.g. q_proj,v_proj")
             with gr.Column():
                 gr.Markdown("### Optimisation")
-                lr = gr.Number(DEFAULTS.lr, minimum=0, label="Learning rate")
-                epochs = gr.Number(DEFAULTS.epochs, minimum=0, label="Epochs")
+                lr = gr.Number(DEFAULTS.lr, minimum=0, step=0.0001, label="Learning rate")
+                epochs = gr.Number(DEFAULTS.epochs, minimum=0, step=0.5, label="Epochs")
                 max_steps = gr.Number(DEFAULTS.max_steps, precision=0, minimum=0, label="Max steps",
                                       info="0: train for the epochs above")
                 batch_size = gr.Number(DEFAULTS.batch_size, precision=0, minimum=1, label="Batch size")
@@ -171,7 +171,9 @@ def build(ctx: AppContext) -> None:
                 run_state = gr.Markdown(NO_RUN)
                 progress = gr.HTML()
                 # As tall as the tail, so the newest line is always in view.
-                log = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=LOG_LINES, interactive=False)
+                # Room for wrapped long lines, so the newest line is not cut off at the bottom.
+                log = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=2 * LOG_LINES, interactive=False,
+                                 autoscroll=True)
         current_run = gr.State(None)  # this page's run folder; without one the page follows the runs folder
         # Ticks once after the page opens (reattaching to the run), then only while a run is active.
         timer = gr.Timer(POLL_SECONDS)
