@@ -4,6 +4,7 @@ Every user mistake ends as one line on stderr and a non-zero exit; set LIFT_DEBU
 """
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -282,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Library deprecation notices say nothing a user of this tool can act on.
+    # Library deprecation notices and bitsandbytes' optional-kernel notice say nothing a user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)

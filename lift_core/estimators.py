@@ -55,7 +55,7 @@ class _LiftEstimator(BaseEstimator):
         frame = _as_frame(X)
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         self.n_features_in_ = frame.shape[1]
-        target = "y" if "y" not in frame.columns else "target"
+        target = next(name for name in ("y", "target", "__lift_target__") if name not in frame.columns)
         frame[target] = np.asarray(y)
         dataset = data.prepare_dataset(frame, target, list(frame.columns[:-1]), self._task)
         # No test rows: the caller holds out its own (cross_val_score does).
@@ -102,7 +102,8 @@ class LiftClassifier(ClassifierMixin, _LiftEstimator):
         return predicted[[c for c in predicted.columns if c.startswith("p_")]].to_numpy()
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # checks that the estimator is fitted before classes_ is read
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class LiftRegressor(RegressorMixin, _LiftEstimator):

@@ -77,6 +77,8 @@ class TrainConfig:
         if problems:
             raise LiftError("Invalid training settings: " + "; ".join(problems) + ".")
         models.resolve_quantization(self.quant)
+        if self.model not in models.ALIASES:
+            models.resolve_model(self.model)  # a missing local folder fails now; a hub id loads later
 
 
 def build_template(config: TrainConfig, features: list[str], target: str) -> prompts.PromptTemplate:
@@ -128,15 +130,28 @@ class PadCollator:
 
 
 class StopRequest:
-    """Turns SIGTERM, SIGINT and the run's stop file into one flag the trainer checks each step."""
+    """Turns SIGTERM, SIGINT and the run's stop file into one flag the trainer checks each step.
+
+    A context manager: the caller's own signal handlers come back afterwards, so Ctrl-C works again
+    after an in-process fit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, run: Run):
         self.run = run
         self.signalled = False
+        self.previous_handlers = {}
+
+    def __enter__(self) -> "StopRequest":
         # Only the main thread may set handlers; the Python API can be called from any thread.
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, self._on_signal)
+            self.previous_handlers = {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
 
     def _on_signal(self, signum, frame):
         self.signalled = True
@@ -228,8 +243,7 @@ def _training_arguments(config: TrainConfig, run: Run, n_train: int, has_validat
     )
 
 
-def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits,
-                stop: StopRequest | None = None):
+def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits, stop: StopRequest):
     """Finetune and save the adapter. Returns (peft model, tokenizer, stopped?)."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
@@ -240,7 +254,6 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     tokenizer = loaded.tokenizer
     train_set = encode_examples(splits.train, template, tokenizer, dataset.target)
     val_set = encode_examples(splits.val, template, tokenizer, dataset.target)
-    stop = stop or StopRequest(run)
     callbacks = [_metrics_callback(run, stop)]
     if val_set and config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
@@ -291,20 +304,18 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     build_template(config, dataset.features, dataset.target)  # a bad template fails here too, before the folder
     run = create_run(out_dir, asdict(config))
     run.set_status("running", pid=os.getpid(), started=time.time())
-    # Listen for a stop from here on: a SIGTERM while the model loads must still end as `stopped`.
-    stop = StopRequest(run)
     try:
-        record_dataset(run, dataset, splits)
-        model, tokenizer, stopped = train_model(config, run, dataset, splits, stop)
-        if stopped:
-            run.set_status("stopped", finished=time.time())
-            return run
-        if splits.test.empty:  # the Python API holds out its own test rows
+        # Listen for a stop from here on: a SIGTERM while the model loads must still end as `stopped`.
+        with StopRequest(run) as stop:
+            record_dataset(run, dataset, splits)
+            model, tokenizer, stopped = train_model(config, run, dataset, splits, stop)
+            if stopped:
+                run.set_status("stopped", finished=time.time())
+                return run
+            if not splits.test.empty:  # the Python API holds out its own test rows
+                evaluate_run(run, model=model, tokenizer=tokenizer)
             run.set_status("completed", finished=time.time())
             return run
-        evaluate_run(run, model=model, tokenizer=tokenizer)
-        run.set_status("completed", finished=time.time())
-        return run
     except BaseException as error:
         message = str(error) if isinstance(error, LiftError) else f"{error.__class__.__name__}: {error}"
         run.set_status("failed", error=message, finished=time.time())

@@ -73,10 +73,42 @@ def separable_csv(tmp_path_factory):
     return path
 
 
+# Tiny models gain nothing from a second thread, and on a shared 2-core machine two OpenMP threads spin against
+# each other and everyone else: engine tests run torch on one thread, their subprocesses too.
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def lift_cli(*args, timeout=300, **kwargs):
-    """`python -m lift_core ARGS` from the repository root, with this process's environment."""
+    """`python -m lift_core ARGS` from the repository root, with this process's environment (one thread)."""
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "lift_core", *map(str, args)], cwd=REPO_ROOT,
+    env = {**os.environ, **ONE_THREAD_ENV}
+    return subprocess.run([sys.executable, "-m", "lift_core", *map(str, args)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(separable_csv, tmp_path_factory, model_cache):
+    """(config, run): the tiny model finetuned at full precision on `separable_csv` with TINY_FAST, evaluated."""
+    import torch
+
+    from lift_core.training import TrainConfig, run_training
+
+    config = TrainConfig(data=str(separable_csv), target="y", **TINY_FAST)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return config, run_training(config, tmp_path_factory.mktemp("tiny-run") / "run")
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,237 @@
+"""Predictor: shared-prefix label scoring against a naive computation, voting, regression draws, batching."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lift_core import models
+from lift_core.predict import LabelTokens, Predictor
+from lift_core.prompts import PromptTemplate
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ANIMALS = ["cat", "horse", "ox"]
+
+
+@pytest.fixture(scope="module")
+def tiny(model_cache):
+    """The untrained tiny model (no LoRA) and its tokenizer."""
+    torch.manual_seed(0)
+    loaded = models.load_model("tiny", "none")
+    return loaded.model.eval(), loaded.tokenizer
+
+
+@pytest.fixture(scope="module")
+def template():
+    return PromptTemplate(features=["x1", "x2"], target="y")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    # Different widths of numbers give prompts of different token lengths, so left padding matters.
+    return pd.DataFrame({"x1": [0.5, -1234.25, 3.0, 77.125, -0.004, 12.0, 9.99],
+                         "x2": [1.0, 22.5, -0.333, 5.0, 100000.0, -8.5, 0.01]})
+
+
+def naive_scores(model, tokenizer, template, frame, classes):
+    """Log-likelihood of each class's answer: one full forward pass over prompt + answer per (row, class)."""
+    scores = np.zeros((len(frame), len(classes)))
+    for i, row in enumerate(frame.to_dict("records")):
+        prompt_ids = tokenizer(template.prompt(row))["input_ids"]
+        for j, label in enumerate(classes):
+            answer_ids = tokenizer(template.completion(label), add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + answer_ids])
+            with torch.no_grad():
+                log_probs = model(input_ids=ids).logits[0].float().log_softmax(-1)
+            # The token at position t is predicted by the logits at t - 1.
+            scores[i, j] = sum(log_probs[len(prompt_ids) + k - 1, token].item()
+                               for k, token in enumerate(answer_ids))
+    return scores
+
+
+# ---- label scoring ------------------------------------------------------------------------------------------
+
+def test_labels_have_different_token_lengths(tiny, template):
+    _, tokenizer = tiny
+    labels = LabelTokens.build(tokenizer, [template.completion(label) for label in ANIMALS])
+    lengths = labels.mask.sum(1).tolist()
+    assert len(set(lengths)) == 3, lengths  # the case where padding of the label block matters
+    assert labels.ids.shape == (3, max(lengths))
+    for row, label in enumerate(ANIMALS):
+        expected = tokenizer(template.completion(label), add_special_tokens=False)["input_ids"]
+        assert labels.ids[row, :lengths[row]].tolist() == expected
+
+
+@pytest.mark.parametrize("batch_size", [32, 3, 1])
+def test_shared_prefix_scoring_equals_naive_scoring(tiny, template, rows, batch_size):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=batch_size)
+    prompts = [template.prompt(row) for row in rows.to_dict("records")]
+    fast = np.concatenate([predictor._score_prompts(prompts[i:i + batch_size])
+                           for i in range(0, len(prompts), batch_size)])
+    expected = naive_scores(model, tokenizer, template, rows, ANIMALS)
+    assert fast.shape == (len(rows), 3)
+    np.testing.assert_allclose(fast, expected, atol=1e-4, rtol=0)
+    # Untrained, the scores are far from equal, so a mix-up of rows or classes could not pass.
+    assert np.ptp(expected) > 1.0
+
+
+def test_single_token_labels_equal_naive_scoring(tiny, template, rows):
+    model, tokenizer = tiny
+    # Real completions (" 0@@@") take several tokens; one-token labels exercise the path without a cache.
+    predictor = Predictor(model, tokenizer, template, "classification", ["0", "1"])
+    predictor.labels = LabelTokens(ids=torch.tensor([[223], [18]]), mask=torch.ones(2, 1, dtype=torch.long))
+    prompts = [template.prompt(row) for row in rows.to_dict("records")]
+    fast = predictor._score_prompts(prompts)
+    for i, text in enumerate(prompts):
+        with torch.no_grad():
+            last = model(input_ids=torch.tensor([tokenizer(text)["input_ids"]])).logits[0, -1].log_softmax(-1)
+        np.testing.assert_allclose(fast[i], [last[223].item(), last[18].item()], atol=1e-4, rtol=0)
+
+
+def test_probabilities_sum_to_one(tiny, template, rows):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "classification", ANIMALS)
+    result = predictor.predict(rows)
+    assert list(result.columns) == ["y_pred", "p_cat", "p_horse", "p_ox", "spread", "invalid"]
+    proba = result[["p_cat", "p_horse", "p_ox"]].to_numpy()
+    assert ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    expected = naive_scores(model, tokenizer, template, rows, ANIMALS)
+    softmax = np.exp(expected - expected.max(1, keepdims=True))
+    np.testing.assert_allclose(proba, softmax / softmax.sum(1, keepdims=True), atol=1e-4)
+    assert result["y_pred"].tolist() == [ANIMALS[i] for i in expected.argmax(1)]
+    assert (result["invalid"] == 0).all()
+    assert ((result["spread"] >= 0) & (result["spread"] <= 1)).all()
+
+
+def test_batched_prediction_keeps_row_order(tiny, template, rows):
+    model, tokenizer = tiny
+    batched = Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=4).predict(rows)
+    one_by_one = pd.concat([Predictor(model, tokenizer, template, "classification", ANIMALS).predict(rows.iloc[[i]])
+                            for i in range(len(rows))], ignore_index=True)
+    columns = ["p_cat", "p_horse", "p_ox", "spread"]
+    np.testing.assert_allclose(batched[columns].to_numpy(), one_by_one[columns].to_numpy(), atol=1e-4)
+    assert batched["y_pred"].tolist() == one_by_one["y_pred"].tolist()
+    # Reversing the input reverses the output.
+    reverse = Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=4).predict(rows[::-1])
+    np.testing.assert_allclose(reverse[columns].to_numpy()[::-1], batched[columns].to_numpy(), atol=1e-4)
+
+
+def test_progress_reports_every_batch(tiny, template, rows):
+    model, tokenizer = tiny
+    calls = []
+    Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=3).predict(
+        rows, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(3, 7), (6, 7), (7, 7)]
+
+
+def test_empty_frame_gives_empty_result(tiny, template):
+    model, tokenizer = tiny
+    result = Predictor(model, tokenizer, template, "classification", ANIMALS).predict(
+        pd.DataFrame({"x1": [], "x2": []}))
+    assert len(result) == 0
+    assert {"y_pred", "p_cat", "p_horse", "p_ox"} <= set(result.columns)
+
+
+# ---- a trained model: voting ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tiny_run):
+    run = tiny_run[1]
+    assert run.status()["state"] == "completed"
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_predictor(trained):
+    return Predictor.from_run(trained)
+
+
+def test_predictor_from_run_scores_the_test_split(trained, trained_predictor):
+    predictor = trained_predictor
+    assert predictor.classes == ["0", "1"]
+    test = trained.split("test")
+    result = predictor.predict(test)
+    assert len(result) == len(test)
+    assert (result["y_pred"] == test["y"]).mean() >= 0.9
+    np.testing.assert_allclose(result[["p_0", "p_1"]].sum(1), 1.0, atol=1e-6)
+
+
+def test_vote_shares(trained, trained_predictor):
+    predictor = trained_predictor
+    test = trained.split("test").head(12)
+    torch.manual_seed(0)
+    result = predictor.predict(test, samples=5, temperature=1.0)
+    assert list(result.columns) == ["y_pred", "p_0", "p_1", "spread", "invalid"]
+    shares = result[["p_0", "p_1"]].to_numpy()
+    assert ((shares >= 0) & (shares <= 1)).all()
+    assert ((result["invalid"] >= 0) & (result["invalid"] <= 1)).all()
+    np.testing.assert_allclose(shares.sum(1) + result["invalid"], 1.0, atol=1e-9)
+    # Five votes per row: every share is a multiple of 1/5.
+    np.testing.assert_allclose(shares * 5, np.round(shares * 5), atol=1e-9)
+    assert ((result["spread"] >= 0) & (result["spread"] <= 1)).all()
+    # The trained model mostly answers in the right form, and its winning votes are right.
+    assert result["invalid"].mean() <= 0.5
+    voted = result["y_pred"].notna()
+    assert voted.sum() >= 10
+    assert (result.loc[voted, "y_pred"] == test.loc[voted, "y"]).mean() >= 0.9
+
+
+def test_greedy_vote_is_a_single_certain_answer(trained, trained_predictor):
+    test = trained.split("test").head(8)
+    result = trained_predictor.predict(test, samples=1, temperature=0.0)
+    assert (result["invalid"] == 0).all()
+    assert set(result[["p_0", "p_1"]].to_numpy().ravel()) <= {0.0, 1.0}
+    assert (result["spread"] == 0).all()
+    assert (result["y_pred"] == test["y"]).mean() >= 0.9
+
+
+def test_vote_with_every_answer_invalid(tiny, template, rows):
+    """An untrained model writes garbage: no votes, invalid 1, maximal spread, no predicted class."""
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "classification", ANIMALS)
+    torch.manual_seed(0)
+    result = predictor.predict(rows.head(3), samples=3, temperature=1.0)
+    assert (result["invalid"] == 1).all()
+    assert (result[["p_cat", "p_horse", "p_ox"]].to_numpy() == 0).all()
+    assert result["y_pred"].isna().all()
+    np.testing.assert_allclose(result["spread"], 1.0)
+
+
+# ---- regression ---------------------------------------------------------------------------------------------
+
+def test_regression_falls_back_to_the_training_mean(tiny, template, rows):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "regression", fallback_value=3.25)
+    torch.manual_seed(0)
+    answers = predictor.sample_answers(rows.head(4), k=3, temperature=1.0)
+    assert len(answers) == 4 and all(len(texts) == 3 for texts in answers)
+    torch.manual_seed(0)
+    result = predictor.predict(rows.head(4), samples=3, temperature=1.0)
+    assert list(result.columns) == ["y_pred", "median", "std", "invalid"]
+    assert (result["invalid"] == 1.0).all()
+    assert (result["y_pred"] == 3.25).all() and (result["median"] == 3.25).all()
+    assert (result["std"] == 0).all()
+
+
+def test_regression_fallback_without_a_training_mean_is_zero(tiny, template, rows):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "regression")
+    result = predictor.predict(rows.head(2), samples=2, temperature=1.0)
+    assert (result["invalid"] == 1.0).all()
+    assert (result["y_pred"] == 0.0).all()
+
+
+def test_regression_averages_valid_samples(tiny, template, rows, monkeypatch):
+    """Valid draws are averaged; invalid ones only count towards the invalid share."""
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "regression", fallback_value=100.0)
+    canned = [[" 1.5@@@", " 2.5@@@", "junk", " 3.5@@@"], ["-2@@@", "x", "y", "z"]]
+    monkeypatch.setattr(predictor, "sample_answers", lambda frame, k, temperature, progress=None: canned)
+    result = predictor.predict(rows.head(2), samples=4)
+    assert result["y_pred"].tolist() == [2.5, -2.0]
+    assert result["median"].tolist() == [2.5, -2.0]
+    assert result["invalid"].tolist() == [0.25, 0.75]
+    np.testing.assert_allclose(result["std"], [np.std([1.5, 2.5, 3.5]), 0.0])
