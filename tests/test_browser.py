@@ -4,19 +4,20 @@ training and Stop, then a malformed upload. A full-page screenshot of each tab g
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
-sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+# A missing browser fails rather than skips: a skipped browser test would hide a broken setup.
+assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: run `bash scripts/setup.sh --dev` (Debian's chromium)"
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# Training on two loaded CPU cores: loading the model takes ~10 s, 40 tiny steps a few more.
+# Training on two loaded CPU cores: loading the model takes ~10 s, 80 tiny steps a few more.
 TRAIN_TIMEOUT_MS = 120_000
 STEP_TIMEOUT_MS = 60_000
 
@@ -160,16 +161,23 @@ def test_a_new_user_walks_from_data_to_runs(page, no_training_left_behind):
     screenshot(page, "02-prompt.png")
 
     # 3. Train: the loss plot gains points while the run trains, then the run completes.
-    run_name = start_training(page, max_steps=40)
+    run_name = start_training(page, max_steps=80)
     train = panel(page)
-    page.wait_for_function(PLOT_POINTS_ABOVE_JS, arg=0, timeout=TRAIN_TIMEOUT_MS)
-    first_count = plotly_plots(train).evaluate(COUNT_POINTS_JS)
-    page.wait_for_function(PLOT_POINTS_ABOVE_JS, arg=first_count, timeout=TRAIN_TIMEOUT_MS)
-    assert plotly_plots(train).evaluate(COUNT_POINTS_JS) > first_count
-    expect(train.get_by_text(f"Run {run_name} completed.")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
-    expect(train.get_by_text("step 40/40")).to_be_visible()
-    # 40 train-loss points and the eval-loss points, all plotted once the run is over.
-    assert plotly_plots(train).evaluate(COUNT_POINTS_JS) > 40
+    completed = train.get_by_text(f"Run {run_name} completed.")
+    # Sample the plot while the run trains: on a quiet machine it can finish between two looks, so
+    # growth is shown by any look that saw part of the curve, not by two looks in a row.
+    counts_while_training = set()
+    deadline = time.monotonic() + TRAIN_TIMEOUT_MS / 1000
+    while not completed.is_visible() and time.monotonic() < deadline:
+        if plotly_plots(train).count():
+            counts_while_training.add(plotly_plots(train).first.evaluate(COUNT_POINTS_JS))
+        page.wait_for_timeout(250)
+    expect(completed).to_be_visible()
+    expect(train.get_by_text("step 80/80")).to_be_visible()
+    # 80 train-loss points and the eval-loss points, all plotted once the run is over.
+    final_count = plotly_plots(train).evaluate(COUNT_POINTS_JS)
+    assert final_count > 80
+    assert any(0 < count < final_count for count in counts_while_training), counts_while_training
     screenshot(page, "03-train.png")
 
     # 4. Evaluate: opening the tab shows the newest run's test metrics.
