@@ -4,7 +4,6 @@ training and Stop, then a malformed upload. A full-page screenshot of each tab g
 
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ CHROMIUM = "/usr/bin/chromium"
 assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: run `bash scripts/setup.sh --dev` (Debian's chromium)"
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# Training on two loaded CPU cores: loading the model takes ~10 s, 80 tiny steps a few more.
+# Training on two loaded CPU cores: loading the model takes ~10 s, 40 tiny steps a few more.
 TRAIN_TIMEOUT_MS = 120_000
 STEP_TIMEOUT_MS = 60_000
 
@@ -161,23 +160,13 @@ def test_a_new_user_walks_from_data_to_runs(page, no_training_left_behind):
     screenshot(page, "02-prompt.png")
 
     # 3. Train: the loss plot gains points while the run trains, then the run completes.
-    run_name = start_training(page, max_steps=80)
+    run_name = start_training(page, max_steps=40)
     train = panel(page)
-    completed = train.get_by_text(f"Run {run_name} completed.")
-    # Sample the plot while the run trains: on a quiet machine it can finish between two looks, so
-    # growth is shown by any look that saw part of the curve, not by two looks in a row.
-    counts_while_training = set()
-    deadline = time.monotonic() + TRAIN_TIMEOUT_MS / 1000
-    while not completed.is_visible() and time.monotonic() < deadline:
-        if plotly_plots(train).count():
-            counts_while_training.add(plotly_plots(train).first.evaluate(COUNT_POINTS_JS))
-        page.wait_for_timeout(250)
-    expect(completed).to_be_visible()
-    expect(train.get_by_text("step 80/80")).to_be_visible()
-    # 80 train-loss points and the eval-loss points, all plotted once the run is over.
-    final_count = plotly_plots(train).evaluate(COUNT_POINTS_JS)
-    assert final_count > 80
-    assert any(0 < count < final_count for count in counts_while_training), counts_while_training
+    expect(train.get_by_text(f"Run {run_name} completed.")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    expect(train.get_by_text("step 40/40")).to_be_visible()
+    # 40 train-loss points and the eval-loss points, all plotted once the run is over. That the plot grows
+    # while a run trains is checked on a long run below: on a quiet machine this one ends within a second.
+    assert plotly_plots(train).evaluate(COUNT_POINTS_JS) > 40
     screenshot(page, "03-train.png")
 
     # 4. Evaluate: opening the tab shows the newest run's test metrics.
@@ -224,7 +213,7 @@ def test_a_new_user_walks_from_data_to_runs(page, no_training_left_behind):
 
 def test_a_reloaded_page_reattaches_to_the_training_and_stop_ends_it(page, app_server, no_training_left_behind):
     generate_moons(page)
-    run_name = start_training(page, max_steps=3000)  # minutes of training: it only ends by Stop
+    run_name = start_training(page, max_steps=20000)  # minutes of training: it only ends by Stop
     train = panel(page)
     expect(train.locator("progress")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
 
@@ -233,8 +222,10 @@ def test_a_reloaded_page_reattaches_to_the_training_and_stop_ends_it(page, app_s
     # The new page knows nothing but the runs folder, and shows the running run from it.
     expect(train.get_by_text(f"Run {run_name}: training…")).to_be_visible()
     expect(train.locator("progress")).to_be_visible()
-    expect(train.get_by_text(re.compile(r"^step \d+/3000 · elapsed"))).to_be_visible()
+    expect(train.get_by_text(re.compile(r"^step \d+/20000 · elapsed"))).to_be_visible()
     page.wait_for_function(PLOT_POINTS_ABOVE_JS, arg=0)
+    points_seen = plotly_plots(train).evaluate(COUNT_POINTS_JS)
+    page.wait_for_function(PLOT_POINTS_ABOVE_JS, arg=points_seen)  # the loss plot gains points live
     steps_seen = int(train.locator("progress").get_attribute("value"))
     page.wait_for_function(  # still live after the reload: the bar keeps moving
         f"(above) => Number({VISIBLE_PANEL_JS}?.querySelector('progress')?.value) > above", arg=steps_seen)

@@ -182,12 +182,20 @@ def test_one_training_at_a_time_and_stop_keeps_the_adapter(client, runs, app_ser
     runs["stopped"] = active.name
 
 
-def test_a_failed_run_shows_its_exit_code_and_log(client, runs, app_server):
+def test_a_missing_model_folder_is_refused_before_a_run_starts(client, app_server):
+    before = {path.name for path in app_server["runs_dir"].iterdir()}
     message = client.predict(**{**TINY, "model": "/no/such/model"}, max_steps=5, api_name="/start")
+    assert message.startswith("⚠️") and "/no/such/model" in message and "does not exist" in message
+    assert {path.name for path in app_server["runs_dir"].iterdir()} == before
+
+
+def test_a_failed_run_shows_its_exit_code_and_log(client, runs, app_server):
+    # A hub id passes the checks at Start, then cannot be loaded: the hub is offline in tests.
+    message = client.predict(**{**TINY, "model": "no-such-org/no-such-model"}, max_steps=5, api_name="/start")
     assert message.startswith("Started run")
     # The runner records the exit code a moment after the run itself says it failed.
     plot, progress, log, state = poll_status(client, lambda plot, progress, log, state: "exit code" in state)
-    assert "failed" in state and "exit code 2" in state and "/no/such/model" in state
+    assert "failed" in state and "exit code 2" in state and "no-such-org/no-such-model" in state
     runs["failed"] = newest_run(app_server).name
 
 
