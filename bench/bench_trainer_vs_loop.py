@@ -27,7 +27,7 @@ def examples(tokenizer, n: int):
     frame = synthetic.make_classification("moons", n=n, seed=0)
     frame["y"] = frame["y"].astype(str)
     template = PromptTemplate(features=["x1", "x2"], target="y")
-    return encode_examples(frame, template, tokenizer, "y")
+    return encode_examples(frame, template, tokenizer)
 
 
 def plain_loop(model, batches) -> float:

@@ -99,7 +99,7 @@ def load_splits(config: TrainConfig) -> tuple[data.Dataset, data.Splits]:
     return dataset, data.Splits(train=pool.train, val=pool.val, test=test)
 
 
-def encode_examples(frame, template, tokenizer, target: str) -> list[dict]:
+def encode_examples(frame, template, tokenizer) -> list[dict]:
     """Token ids of prompt + answer, with the loss masked to the answer tokens."""
     encoded = []
     for row in frame.to_dict("records"):
@@ -252,8 +252,8 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     loaded = models.load_model(config.model, config.quant, config.trust_remote_code)
     model = models.add_lora(loaded, config.lora_settings())
     tokenizer = loaded.tokenizer
-    train_set = encode_examples(splits.train, template, tokenizer, dataset.target)
-    val_set = encode_examples(splits.val, template, tokenizer, dataset.target)
+    train_set = encode_examples(splits.train, template, tokenizer)
+    val_set = encode_examples(splits.val, template, tokenizer)
     callbacks = [_metrics_callback(run, stop)]
     if val_set and config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))

@@ -36,7 +36,7 @@ def tokenizer(model_cache):
 def test_encode_examples_masks_the_prompt(tokenizer):
     template = PromptTemplate(features=["x1", "x2"], target="y")
     frame = pd.DataFrame({"x1": [0.52, -13.0], "x2": [-1.3, 2.25], "y": ["1", "horse"]})
-    encoded = encode_examples(frame, template, tokenizer, "y")
+    encoded = encode_examples(frame, template, tokenizer)
     assert len(encoded) == 2
     for example, row in zip(encoded, frame.to_dict("records")):
         prompt_ids = tokenizer(template.prompt(row))["input_ids"]

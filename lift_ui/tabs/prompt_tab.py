@@ -55,7 +55,7 @@ def token_stats(data_path, target, features, task, template, template_text, deci
         tokenizer = cached_tokenizer(model_name)
         rows = dataset.frame.head(TOKEN_STAT_ROWS)
         lengths = [len(example["input_ids"])
-                   for example in training.encode_examples(rows, prompt_template, tokenizer, dataset.target)]
+                   for example in training.encode_examples(rows, prompt_template, tokenizer)]
     except LiftError as error:
         return error_message(error), ""
     stats = (f"**Tokens per example** (prompt + completion, over the first {len(lengths)} rows): "
