@@ -86,12 +86,18 @@ class Run:
 
     def split(self, name: str) -> "pd.DataFrame":
         """The train, val or test rows exactly as the run used them."""
+        return self._read_table(self.splits_dir / f"{name}.csv", [self.dataset_info().get("target")])
+
+    def predictions(self) -> "pd.DataFrame":
+        """predictions.csv: the test rows with y_true, y_pred and probabilities or spread."""
+        return self._read_table(self.file("predictions.csv"), ["y_true", "y_pred"])
+
+    def _read_table(self, path: Path, label_columns: list[str]) -> "pd.DataFrame":
         import pandas as pd
 
-        info = self.dataset_info()
         # Class labels are text everywhere; without this a CSV round trip would turn "007" into 7.
-        label_dtype = {info["target"]: str} if info.get("task") == "classification" else None
-        return pd.read_csv(self.splits_dir / f"{name}.csv", dtype=label_dtype)
+        classification = self.dataset_info().get("task") == "classification"
+        return pd.read_csv(path, dtype={column: str for column in label_columns} if classification else None)
 
     def eval_results(self) -> dict | None:
         return read_json(self.file("eval.json"))

@@ -95,13 +95,6 @@ def metrics_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
-def read_predictions(run: Run) -> pd.DataFrame:
-    task = run.dataset_info()["task"]
-    # Class labels are text: without this a CSV round trip would turn label "1" into the number 1.
-    labels_as_text = {"y_true": str, "y_pred": str} if task == "classification" else None
-    return pd.read_csv(run.file("predictions.csv"), dtype=labels_as_text)
-
-
 def errors_figure(run: Run, predictions: pd.DataFrame):
     info = run.dataset_info()
     if info["task"] == "classification":
@@ -120,7 +113,7 @@ def evaluate(ctx: AppContext, run_name: str, progress=gr.Progress()):
     try:
         run = open_run(ctx, run_name)
         results = test_results(run, progress)
-        predictions = read_predictions(run)
+        predictions = run.predictions()
     except LiftError as error:
         return None, None, None, None, error_message(error)
     download = download_copy(predictions, f"{run.name}-predictions.csv")
