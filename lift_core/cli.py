@@ -108,9 +108,10 @@ def _train_options() -> list[tuple[str, str, dict]]:
         ("--decimals", "decimals", {"type": int}),
         ("--model", "model", {"help": "an alias (see `models`), a hub id or a local folder"}),
         ("--quant", "quant", {"choices": QUANT_MODES}),
-        ("--epochs", "epochs", {"type": float}),
-        ("--max-steps", "max_steps", {"type": int}),
+        ("--epochs", "epochs", {"type": float, "help": "the budget is min(epochs, max steps)"}),
+        ("--max-steps", "max_steps", {"type": int, "help": "at most this many optimizer steps; 0: no cap"}),
         ("--lr", "lr", {"type": float}),
+        ("--warmup", "warmup", {"type": float, "help": "share of the steps with a rising learning rate"}),
         ("--batch-size", "batch_size", {"type": int}),
         ("--lora-r", "lora_r", {"type": int}),
         ("--lora-alpha", "lora_alpha", {"type": int}),
@@ -122,7 +123,7 @@ def _train_options() -> list[tuple[str, str, dict]]:
         ("--logging-steps", "logging_steps", {"type": int}),
         ("--save-steps", "save_steps", {"type": int, "help": "checkpoint every N steps"}),
         ("--early-stopping", "early_stopping_patience",
-         {"type": int, "help": "stop after this many evaluations without improvement"}),
+         {"type": int, "help": "stop after this many evaluations without a better validation score"}),
         ("--eval-samples", "eval_samples", {"type": int, "help": "regression: samples per test row"}),
         ("--eval-temperature", "eval_temperature", {"type": float}),
         ("--seed", "seed", {"type": int}),
@@ -145,6 +146,11 @@ def _print_metrics(results: dict) -> None:
     keys = ("accuracy", "macro_f1", "log_loss", "rmse", "mae", "rae", "invalid_rate", "n_test")
     print("  ".join(f"{k}={results[k]:.4g}" if isinstance(results[k], float) else f"{k}={results[k]}"
                     for k in keys if results.get(k) is not None))
+    from lift_core.evaluation import majority_warning
+
+    warning = majority_warning(results)
+    if warning:
+        print(f"warning: {warning}")
 
 
 def _open_run(path):

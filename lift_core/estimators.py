@@ -9,7 +9,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from lift_core import data
 from lift_core.errors import LiftError
-from lift_core.models import DEFAULT_MODEL
+from lift_core.training import TrainConfig
+
+# The estimators ship the same defaults as the CLI and the web app: TrainConfig's.
+_DEFAULTS = TrainConfig()
 
 
 def _as_frame(X, feature_names=None) -> pd.DataFrame:
@@ -27,9 +30,12 @@ def _as_frame(X, feature_names=None) -> pd.DataFrame:
 class _LiftEstimator(BaseEstimator):
     _task = ""
 
-    def __init__(self, model=DEFAULT_MODEL, template="lift", template_text=None, decimals=2, quant="auto",
-                 epochs=3.0, max_steps=0, lr=1e-3, batch_size=8, lora_r=8, lora_alpha=16, lora_dropout=0.05,
-                 val_size=0.1, seed=0, samples=5, temperature=0.7, run_dir=None):
+    def __init__(self, model=_DEFAULTS.model, template=_DEFAULTS.template, template_text=None,
+                 decimals=_DEFAULTS.decimals, quant=_DEFAULTS.quant, epochs=_DEFAULTS.epochs,
+                 max_steps=_DEFAULTS.max_steps, lr=_DEFAULTS.lr, warmup=_DEFAULTS.warmup,
+                 batch_size=_DEFAULTS.batch_size, lora_r=_DEFAULTS.lora_r, lora_alpha=_DEFAULTS.lora_alpha,
+                 lora_dropout=_DEFAULTS.lora_dropout, val_size=_DEFAULTS.val_size, seed=_DEFAULTS.seed,
+                 samples=_DEFAULTS.eval_samples, temperature=_DEFAULTS.eval_temperature, run_dir=None):
         self.model = model
         self.template = template
         self.template_text = template_text
@@ -38,6 +44,7 @@ class _LiftEstimator(BaseEstimator):
         self.epochs = epochs
         self.max_steps = max_steps
         self.lr = lr
+        self.warmup = warmup
         self.batch_size = batch_size
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
@@ -50,7 +57,7 @@ class _LiftEstimator(BaseEstimator):
 
     def fit(self, X, y):
         from lift_core.predict import Predictor
-        from lift_core.training import TrainConfig, run_training
+        from lift_core.training import run_training
 
         frame = _as_frame(X)
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
@@ -64,7 +71,7 @@ class _LiftEstimator(BaseEstimator):
             data="<in-memory>", target=target, task=self._task, template=self.template,
             template_text=self.template_text, decimals=self.decimals, model=self.model, quant=self.quant,
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, batch_size=self.batch_size,
+            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, warmup=self.warmup, batch_size=self.batch_size,
             test_size=0.0, val_size=self.val_size, seed=self.seed,
         )
         run_dir = self.run_dir or tempfile.mkdtemp(prefix="lift-run-")

@@ -1,5 +1,7 @@
 """Score a run on its test split: eval.json and predictions.csv."""
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -11,6 +13,7 @@ from lift_core.runs import Run, write_json_atomically
 def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, tokenizer=None,
                  progress: Progress | None = None) -> dict:
     """Predict the test split, write predictions.csv and eval.json, and return the metrics."""
+    started = time.perf_counter()
     info = run.dataset_info()
     if predictor is None:
         predictor = Predictor.for_run(run, model, tokenizer) if model is not None else Predictor.from_run(run)
@@ -30,18 +33,36 @@ def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, token
         results["invalid_rate"] = greedy["invalid_rate"]
         results["generated_accuracy"] = greedy["accuracy"]
         results["mode"] = "label scoring"
+        most_common = run.split("train")[info["target"]].mode().iloc[0]
+        results["majority_accuracy"] = float(np.mean(np.asarray(y_true) == most_common)) if y_true else None
     else:
         results = metrics.regression_metrics(y_true, predicted["y_pred"].tolist(),
                                              n_invalid=int(np.round(predicted["invalid"].sum())))
         results["invalid_rate"] = float(predicted["invalid"].mean()) if len(predicted) else 0.0
         results["mode"] = "sampling"
     results["task"] = info["task"]
+    results["eval_seconds"] = round(time.perf_counter() - started, 2)
     output = frame.rename(columns={info["target"]: "y_true"})
     pd.concat([output.reset_index(drop=True), predicted], axis=1).to_csv(run.file("predictions.csv"),
                                                                         index=False)
     write_json_atomically(run.file("eval.json"), results)
     return results
 
+
+
+# How far above always answering the most common class a model must score to count as having learned.
+MAJORITY_MARGIN = 0.02
+
+
+def majority_warning(results: dict) -> str | None:
+    """A plain warning when a classifier is no better than always answering the training set's commonest class."""
+    majority, accuracy = results.get("majority_accuracy"), results.get("accuracy")
+    if majority is None or accuracy is None or accuracy > majority + MAJORITY_MARGIN:
+        return None
+    return (f"The model is no better than always answering the most common class (accuracy {accuracy:.3f} "
+            f"against {majority:.3f}): it has not learned this task yet. Try training longer (more epochs or "
+            "max steps), a higher learning rate, or the Recommended preset; check that the features can predict "
+            "the target (compare the baselines).")
 
 
 def run_dataset(run: Run) -> tuple[data.Dataset, data.Splits]:

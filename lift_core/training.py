@@ -1,5 +1,6 @@
 """Finetune a causal LM with (Q)LoRA on serialized rows, writing everything into a run folder."""
 
+import inspect
 import json
 import math
 import os
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from lift_core import data, models, prompts
@@ -35,17 +37,19 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"  # or a comma-separated list of module names
-    epochs: float = 3.0
-    max_steps: int = 0  # 0: run the epochs
+    # The budget is min(epochs, max_steps): small tables get enough updates, large ones stop at max_steps.
+    epochs: float = 20.0
+    max_steps: int = 300  # 0: no cap, run the epochs
     lr: float = 1e-3
-    batch_size: int = 8
+    warmup: float = 0.06  # share of the steps over which the learning rate rises, then decays linearly to 0
+    batch_size: int = 4
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 0
     logging_steps: int = 0  # 0: about 50 points per run, for the live loss plot
     eval_steps: int = 0  # 0: about 10 evaluations per run
     save_steps: int = 0  # 0: no intermediate checkpoints
-    early_stopping_patience: int = 0  # 0: off; else evaluations without improvement before stopping
+    early_stopping_patience: int = 0  # 0: off; else evaluations without a better validation score
     eval_samples: int = 5  # regression: samples drawn per test row
     eval_temperature: float = 0.7
     trust_remote_code: bool = False
@@ -100,18 +104,37 @@ def load_splits(config: TrainConfig) -> tuple[data.Dataset, data.Splits]:
 
 
 def encode_examples(frame, template, tokenizer) -> list[dict]:
-    """Token ids of prompt + answer, with the loss masked to the answer tokens."""
-    encoded = []
+    """Token ids of prompt + answer, with the loss masked to the answer tokens.
+
+    `decision_index` marks each example's decision token: the first answer token at which the answers in
+    `frame` differ. The tokens before it (a space, say) and the terminator after it are learned in a few
+    steps; the decision token's own loss is what tells whether the model is learning the task.
+    """
+    encoded, answers = [], []
     for row in frame.to_dict("records"):
         prompt_text, completion_text = template.example(row)
         prompt_ids = tokenizer(prompt_text)["input_ids"]
         answer_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
         answer_ids = answer_ids + [tokenizer.eos_token_id]
+        answers.append(answer_ids)
         encoded.append({
             "input_ids": prompt_ids + answer_ids,
             "labels": [-100] * len(prompt_ids) + answer_ids,
         })
+    offset = decision_offset(answers)
+    for example, answer_ids in zip(encoded, answers):
+        example["decision_index"] = len(example["input_ids"]) - len(answer_ids) + min(offset, len(answer_ids) - 1)
     return encoded
+
+
+def decision_offset(answers: list[list[int]]) -> int:
+    """How many leading tokens all answers share: the position, within an answer, of the decision token."""
+    if not answers:
+        return 0
+    offset = 0
+    while all(len(answer) > offset for answer in answers) and len({answer[offset] for answer in answers}) == 1:
+        offset += 1
+    return offset
 
 
 class PadCollator:
@@ -126,7 +149,45 @@ class PadCollator:
             batch["input_ids"].append(example["input_ids"] + [self.pad_token_id] * padding)
             batch["labels"].append(example["labels"] + [-100] * padding)
             batch["attention_mask"].append([1] * len(example["input_ids"]) + [0] * padding)
-        return {key: torch.tensor(value) for key, value in batch.items()}
+        tensors = {key: torch.tensor(value) for key, value in batch.items()}
+        if all("decision_index" in example for example in examples):
+            tensors["decision_index"] = torch.tensor([example["decision_index"] for example in examples])
+        return tensors
+
+
+class StratifiedSampler(torch.utils.data.Sampler):
+    """Each epoch a new shuffle in which every class (or target quintile) is spread evenly through the order.
+
+    Every batch then carries the classes in about their overall shares, instead of the runs of one class a
+    plain shuffle deals out on small tables, and each epoch differs, seeded by `seed` and the epoch number.
+    """
+
+    def __init__(self, groups, seed: int):
+        self.groups = np.asarray(groups)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        position = np.empty(len(self.groups))
+        for group in np.unique(self.groups):
+            members = np.flatnonzero(self.groups == group)
+            # Members of a group sit at evenly spaced points of [0, 1), each jittered within its own slot.
+            position[rng.permutation(members)] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+        return iter(np.argsort(position, kind="stable").tolist())
+
+
+def balance_groups(frame, target: str, task: str) -> np.ndarray:
+    """The groups StratifiedSampler spreads out: the class, or for regression the target's quintile."""
+    values = frame[target]
+    if task == "classification":
+        return values.astype(str).to_numpy()
+    ranks = values.rank(method="first").to_numpy()
+    return np.floor((ranks - 1) * 5 / max(1, len(values))).astype(int)
 
 
 class StopRequest:
@@ -161,11 +222,11 @@ class StopRequest:
         return self.signalled or self.run.stop_requested()
 
 
-def _metrics_callback(run: Run, stop: StopRequest):
+def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"):
     from transformers import TrainerCallback
 
     class RunMetricsCallback(TrainerCallback):
-        """Appends one metrics.jsonl row per log event and honours stop requests."""
+        """Appends one metrics.jsonl row per log event and honours stop requests and early stopping."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.time()
@@ -179,58 +240,202 @@ def _metrics_callback(run: Run, stop: StopRequest):
                 "step": step,
                 "total_steps": state.max_steps,
                 "epoch": round(state.epoch or 0.0, 4),
-                "loss": logs.get("loss"),
-                "eval_loss": logs.get("eval_loss"),
-                "learning_rate": logs.get("learning_rate"),
-                "grad_norm": logs.get("grad_norm"),
+                **{key: logs.get(key) for key in LOGGED_KEYS},
                 "elapsed_s": round(elapsed, 3),
                 "eta_s": round(per_step * (state.max_steps - step), 1) if per_step else None,
                 "tokens_per_s": round(state.num_input_tokens_seen / elapsed, 1) if elapsed else None,
             })
             if "loss" in logs:
-                print(f"step {step}/{state.max_steps} loss {logs['loss']:.4f} ({elapsed:.0f}s)", flush=True)
+                decision = logs.get("decision_loss")
+                print(f"step {step}/{state.max_steps} loss {logs['loss']:.4f}"
+                      + (f" decision loss {decision:.4f}" if decision is not None else "")
+                      + f" ({elapsed:.0f}s)", flush=True)
 
         def on_step_end(self, args, state, control, **kwargs):
             if stop.requested:
+                control.should_training_stop = True
+            elif validator and state.global_step == state.max_steps:
+                control.should_evaluate = True  # the last weights compete for the best too
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if validator and validator.exhausted:
                 control.should_training_stop = True
 
     return RunMetricsCallback()
 
 
+# Trainer log keys that go into metrics.jsonl, besides the step counters and timings.
+LOGGED_KEYS = ("loss", "decision_loss", "eval_loss", "eval_decision_loss", "val_accuracy", "val_rae",
+               "learning_rate", "grad_norm")
+
+
+class Validator:
+    """Scores the model on the validation rows at each evaluation and keeps the best adapter weights.
+
+    The score is accuracy by label scoring for classification, and the RAE of one greedy answer per row for
+    regression: what the user is after, where the validation loss also counts the format tokens. As in the
+    LIFT paper, the best evaluation is kept, not only the last.
+    """
+
+    def __init__(self, predictor, frame, target: str, patience: int = 0):
+        self.predictor = predictor
+        self.frame = frame
+        self.truth = frame[target].to_numpy()
+        self.patience = patience
+        self.best_score = None
+        self.best_step = None
+        self.best_weights = None
+        self.stale = 0
+
+    @property
+    def key(self) -> str:
+        return "val_accuracy" if self.predictor.task == "classification" else "val_rae"
+
+    def score(self, model) -> float:
+        model.eval()
+        if self.predictor.task == "classification":
+            proba = self.predictor.class_probabilities(self.frame)
+            predicted = np.asarray(self.predictor.classes)[proba.argmax(axis=1)]
+            return float(np.mean(predicted == np.asarray([data.label_text(value) for value in self.truth])))
+        fallback = self.predictor.fallback_value
+        answers = self.predictor.sample_answers(self.frame, k=1, temperature=0.0)
+        values = [prompts.parse_number(texts[0]) for texts in answers]
+        predicted = np.array([fallback if value is None else value for value in values], dtype=float)
+        truth = self.truth.astype(float)
+        spread = np.abs(truth - truth.mean()).sum()
+        return float(np.abs(truth - predicted).sum() / spread) if spread > 0 else 0.0
+
+    def __call__(self, model, step: int) -> dict:
+        score = self.score(model)
+        sign = 1 if self.predictor.task == "classification" else -1  # accuracy up, RAE down
+        improved = self.best_score is None or sign * score > sign * self.best_score
+        # A tie keeps the later weights, trained longer for the same score, but does not count as progress.
+        if improved or score == self.best_score:
+            self.best_score, self.best_step = score, step
+            self.best_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        self.stale = 0 if improved else self.stale + 1
+        return {self.key: score}
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+    def restore_best(self, model) -> None:
+        if self.best_weights is None:
+            return
+        parameters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, weights in self.best_weights.items():
+                parameters[name].copy_(weights)
+
+
+def answer_loss(model, batch: dict, keeps_logits: bool = True):
+    """The causal LM loss over the answer tokens, as the model computes it, and each row's decision-token loss.
+
+    Returns (loss, decision losses or None, model outputs). Only the columns whose next token is scored go
+    through the output layer (vocabulary x hidden, a fifth of a small model's work per token): the answers,
+    a few tokens of each row.
+    """
+    inputs = dict(batch)
+    labels = inputs.pop("labels")
+    decision = inputs.pop("decision_index", None)
+    targets = labels[:, 1:]
+    columns = (targets != -100).any(0).nonzero().squeeze(-1)
+    if keeps_logits:
+        outputs = model(**inputs, logits_to_keep=columns, use_cache=False)
+        logits = outputs.logits.float()
+    else:
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[:, columns].float()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[:, columns].flatten(), ignore_index=-100)
+    if decision is None:
+        return loss, None, outputs
+    with torch.no_grad():
+        rows = torch.arange(len(decision), device=logits.device)
+        at = torch.searchsorted(columns, decision - 1)
+        decision_losses = torch.nn.functional.cross_entropy(logits[rows, at], labels[rows, decision],
+                                                            reduction="none")
+    return loss, decision_losses, outputs
+
+
+def _lift_trainer(validator: Validator | None, sampler_groups, **trainer_arguments):
+    from transformers import Trainer
+
+    class LiftTrainer(Trainer):
+        """The Trainer with the same loss, computed for less (answer_loss), and the decision loss logged beside it."""
+
+        loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.decision_totals = {True: [0.0, 0], False: [0.0, 0]}  # keyed by model.training
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            # Most causal LMs in transformers take the columns to compute logits for; a few older ones don't.
+            self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+            self.validation = {}
+
+        def _get_train_sampler(self, train_dataset=None):
+            return StratifiedSampler(sampler_groups, self.args.seed)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, decision_losses, outputs = answer_loss(model, inputs, self.keeps_logits)
+            if decision_losses is not None:
+                totals = self.decision_totals[model.training]
+                totals[0] += decision_losses.sum().item()
+                totals[1] += len(decision_losses)
+            return (loss, outputs) if return_outputs else loss
+
+        def evaluate(self, *args, **kwargs):
+            if validator is not None:
+                self.validation = validator(self.model, self.state.global_step)
+            return super().evaluate(*args, **kwargs)
+
+        def log(self, logs, *args, **kwargs):
+            evaluation = "eval_loss" in logs
+            if evaluation or "loss" in logs:
+                total, count = self.decision_totals[not evaluation]
+                if count:
+                    logs[("eval_" if evaluation else "") + "decision_loss"] = total / count
+                self.decision_totals[not evaluation] = [0.0, 0]
+            if evaluation:
+                logs.update(self.validation)
+            super().log(logs, *args, **kwargs)
+
+    return LiftTrainer(**trainer_arguments)
+
+
 def planned_steps(config: TrainConfig, n_train: int) -> int:
+    """min(epochs, max_steps): enough updates for a small table, no more than max_steps for a large one."""
+    epoch_steps = max(1, math.ceil(math.ceil(n_train / config.batch_size) * config.epochs)) if config.epochs > 0 else 0
     if config.max_steps > 0:
-        return config.max_steps
-    return max(1, math.ceil(math.ceil(n_train / config.batch_size) * config.epochs))
+        return min(epoch_steps, config.max_steps) if epoch_steps else config.max_steps
+    return epoch_steps
 
 
-def _training_arguments(config: TrainConfig, run: Run, n_train: int, has_validation: bool):
+# Evaluations per run (validation loss, decision loss and score) when eval_steps is 0.
+EVALUATIONS_PER_RUN = 6
+
+
+def _training_arguments(config: TrainConfig, run: Run, total: int, has_validation: bool):
     from transformers import TrainingArguments
 
-    total = planned_steps(config, n_train)
     logging_steps = config.logging_steps or min(10, max(1, total // 50))
-    eval_steps = config.eval_steps or max(1, total // 10)
-    evaluate = "steps" if has_validation else "no"
-    early_stopping = has_validation and config.early_stopping_patience > 0
-    save_steps = eval_steps if early_stopping else config.save_steps
+    eval_steps = config.eval_steps or max(1, math.ceil(total / EVALUATIONS_PER_RUN))
     return TrainingArguments(
         output_dir=str(run.path / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.lr,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        max_steps=total,
         lr_scheduler_type="linear",
-        warmup_steps=0,
+        warmup_steps=round(config.warmup * total),
         logging_steps=logging_steps,
         logging_first_step=True,
-        eval_strategy=evaluate,
+        eval_strategy="steps" if has_validation else "no",
         eval_steps=eval_steps,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        load_best_model_at_end=early_stopping,
-        metric_for_best_model="eval_loss" if early_stopping else None,
-        greater_is_better=False if early_stopping else None,
-        train_sampling_strategy="group_by_length",
+        prediction_loss_only=True,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
@@ -244,31 +449,42 @@ def _training_arguments(config: TrainConfig, run: Run, n_train: int, has_validat
 
 
 def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits, stop: StopRequest):
-    """Finetune and save the adapter. Returns (peft model, tokenizer, stopped?)."""
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
+    """Finetune, keep the best evaluation's weights, and save the adapter. Returns (peft model, tokenizer, stopped?)."""
+    from transformers import PrinterCallback, set_seed
+
+    from lift_core.predict import Predictor
 
     set_seed(config.seed)
     template = build_template(config, dataset.features, dataset.target)
     loaded = models.load_model(config.model, config.quant, config.trust_remote_code)
     model = models.add_lora(loaded, config.lora_settings())
     tokenizer = loaded.tokenizer
-    train_set = encode_examples(splits.train, template, tokenizer)
-    val_set = encode_examples(splits.val, template, tokenizer)
-    callbacks = [_metrics_callback(run, stop)]
-    if val_set and config.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-    trainer = Trainer(
+    # Encoded together, so that both sets mark the same decision token even if the few validation rows
+    # happen to lack a class.
+    examples = encode_examples(pd.concat([splits.train, splits.val]), template, tokenizer)
+    train_set, val_set = examples[:len(splits.train)], examples[len(splits.train):]
+    validator = None
+    if val_set:
+        fallback = float(splits.train[dataset.target].mean()) if dataset.task == "regression" else None
+        predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback, config.batch_size * 4)
+        validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience)
+    total = planned_steps(config, len(train_set))
+    trainer = _lift_trainer(
+        validator, balance_groups(splits.train, dataset.target, dataset.task),
         model=model,
-        args=_training_arguments(config, run, len(train_set), has_validation=bool(val_set)),
+        args=_training_arguments(config, run, total, has_validation=bool(val_set)),
         train_dataset=train_set,
         eval_dataset=val_set or None,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=callbacks,
+        callbacks=[_metrics_callback(run, stop, validator)],
     )
     # Our callback prints one line per log step; the default printer would repeat it as a dict.
     trainer.remove_callback(PrinterCallback)
     run.set_status("running", quantization=loaded.quantization, hardware=models.hardware_summary())
     trainer.train()
+    if validator is not None and validator.best_step is not None:
+        validator.restore_best(model)
+        run.set_status("running", best_step=validator.best_step, best_validation={validator.key: validator.best_score})
     model.save_pretrained(run.adapter_dir)
     return model, tokenizer, stop.requested
 

