@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from lift_core.evaluation import majority_warning
 from lift_ui.runner import TrainingRunner
 
 
@@ -35,3 +36,9 @@ class AppContext:
 def error_message(error: Exception) -> str:
     """How every tab shows a problem with the user's input: in the page, never as a traceback."""
     return f"⚠️ {error}"
+
+
+def majority_note(results: dict) -> str:
+    """A paragraph to append when a classifier does no better than always answering its commonest class."""
+    warning = majority_warning(results)
+    return f"\n\n⚠️ {warning}" if warning else ""

@@ -207,7 +207,8 @@ def test_a_new_user_walks_from_data_to_runs(page, no_training_left_behind):
     loss_plot = plotly_plots(runs).first
     expect(loss_plot).to_be_visible()
     page.wait_for_function(PLOT_POINTS_ABOVE_JS, arg=40)
-    assert loss_plot.evaluate("(element) => element.data.map((trace) => trace.name)") == ["train loss", "eval loss"]
+    assert loss_plot.evaluate("(element) => element.data.map((trace) => trace.name)") == [
+        "train loss", "eval loss", "train decision loss", "eval decision loss", "val accuracy"]
     screenshot(page, "06-runs.png")
 
 

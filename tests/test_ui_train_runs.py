@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lift_core.errors import LiftError
+from lift_core.presets import PRESET_FIELDS
 from lift_core.runs import Run, create_run
 from lift_core.training import TrainConfig
 from lift_ui import runner as runner_module
@@ -153,15 +154,24 @@ def test_show_command_reproduces_the_settings(client, runs):
     assert "--model tiny" in command and "--max-steps 30" in command and "--target y" in command
 
 
+def test_presets_fill_the_settings_and_estimate_gives_the_steps(client, runs):
+    paper = dict(zip(PRESET_FIELDS, client.predict("Paper", api_name="/preset")))
+    assert paper["lr"] == 1e-4 and paper["lora_r"] == 16 and paper["max_steps"] == 0
+    # No run of the tiny model here yet: a rough guess on a CPU, "unknown" on a GPU.
+    assert client.predict(**TINY, max_steps=30, api_name="/estimate").startswith("Estimated: 30 steps")
+
+
 def test_a_tiny_run_trains_to_completion_with_a_live_loss_curve(client, runs, app_server):
     message = client.predict(**TINY, max_steps=30, logging_steps=5, api_name="/start")
-    assert message.startswith("Started run")
+    assert message.startswith("Started run") and "\n\nEstimated: 30 steps" in message
     plot, progress, log, state = poll_status(client, lambda plot, progress, log, state: "completed" in state)
     assert "completed" in state and "accuracy" in state
     assert figure_points(plot) >= 7  # steps 1, 5, ..., 30
     assert "step 30/30" in progress
     assert "step 30/30" in log
     runs["completed"] = newest_run(app_server).name
+    # The next estimate is measured on this run.
+    assert runs["completed"] in client.predict(**TINY, max_steps=30, api_name="/estimate")
 
 
 def test_one_training_at_a_time_and_stop_keeps_the_adapter(client, runs, app_server):

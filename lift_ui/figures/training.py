@@ -1,9 +1,28 @@
-"""Loss curves from a run's metrics.jsonl rows: one run live, or several runs overlaid."""
+"""Loss curves from a run's metrics.jsonl rows: one run live, or several runs overlaid.
+
+Beside the mean loss, the decision loss (the loss of the first answer token where the classes differ) and the
+validation score (accuracy or RAE, on a second y axis) show whether the model learns the task itself.
+"""
 
 import plotly.colors
 import plotly.graph_objects as go
 
-SERIES = (("loss", "train loss", "solid"), ("eval_loss", "eval loss", "dash"))
+PALETTE = plotly.colors.qualitative.Plotly
+# (metrics key, legend label, line dash). The dash tells the series apart when colour tells the runs apart.
+LOSS_SERIES = (
+    ("loss", "train loss", "solid"),
+    ("eval_loss", "eval loss", "dash"),
+    ("decision_loss", "train decision loss", "dot"),
+    ("eval_decision_loss", "eval decision loss", "dashdot"),
+)
+# Train losses are one batch per point, hence noisy; the eval ones already average the validation set.
+SMOOTHED_KEYS = ("loss", "decision_loss")
+# (metrics key, legend label): logged at each evaluation, drawn against the right-hand axis.
+SCORE_SERIES = (("val_accuracy", "val accuracy"), ("val_rae", "val RAE"))
+SCORE_KEYS = tuple(key for key, _ in SCORE_SERIES)
+SCORE_DASH = "longdash"
+# A run's own colours when it is alone in a figure: one per series.
+SERIES_COLORS = dict(zip([key for key, _, _ in LOSS_SERIES] + list(SCORE_KEYS), PALETTE))
 
 
 def ema(values: list[float], smoothing: float) -> list[float]:
@@ -16,7 +35,7 @@ def ema(values: list[float], smoothing: float) -> list[float]:
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    # A row logs either train loss or eval loss; None means "not logged at this row". Zero is a real loss.
+    # A row logs either train or eval values; None means "not logged at this row". Zero is a real loss.
     points = [(row["step"], row[key]) for row in rows if row.get(key) is not None and row.get("step") is not None]
     return [step for step, _ in points], [float(value) for _, value in points]
 
@@ -27,55 +46,80 @@ def _log_floor(curves: list[list[float]]) -> float:
     return min(positive) / 10 if positive else 1e-6
 
 
-def _loss_traces(rows: list[dict], smoothing: float, color: str | None, prefix: str = "") -> list[go.Scatter]:
+def _line(key: str, steps: list[int], values: list[float], name: str, color: str, dash: str, **style) -> go.Scatter:
+    # `meta` keeps the metrics key: it tells _finish which traces are scores.
+    return go.Scatter(x=steps, y=values, mode="lines+markers" if len(steps) < 30 else "lines", name=name,
+                      line={"color": color, "dash": dash}, customdata=values, meta=key,
+                      **{"legendgroup": name, **style})
+
+
+def _run_traces(rows: list[dict], smoothing: float, run_color: str | None, prefix: str = "") -> list[go.Scatter]:
+    """A run's loss curves (left axis) and validation scores (right axis); `run_color` None: a colour per series."""
     traces = []
-    for key, label, dash in SERIES:
+    for key, label, dash in LOSS_SERIES:
         steps, losses = _series(rows, key)
         if not steps:
             continue
-        name = f"{prefix}{label}"
-        # Only the train loss is noisy (one batch per point); eval loss already averages the validation set.
-        smooth = key == "loss" and smoothing > 0
+        name, color = f"{prefix}{label}", run_color or SERIES_COLORS[key]
+        smooth = key in SMOOTHED_KEYS and smoothing > 0
         if smooth:
-            traces.append(go.Scatter(x=steps, y=losses, mode="lines", name=f"{name} (raw)", opacity=0.25,
-                                     line={"color": color, "dash": dash}, showlegend=False, customdata=losses,
-                                     legendgroup=name))
-        shown = ema(losses, smoothing) if smooth else losses
-        traces.append(go.Scatter(x=steps, y=shown, mode="lines+markers" if len(steps) < 30 else "lines",
-                                 name=name, line={"color": color, "dash": dash}, customdata=shown,
-                                 legendgroup=name))
+            traces.append(_line(key, steps, losses, f"{name} (raw)", color, dash, opacity=0.25, showlegend=False,
+                                legendgroup=name))
+        traces.append(_line(key, steps, ema(losses, smoothing) if smooth else losses, name, color, dash))
+    for key, label in SCORE_SERIES:
+        steps, scores = _series(rows, key)
+        if steps:
+            traces.append(_line(key, steps, scores, f"{prefix}{label}", run_color or SERIES_COLORS[key], SCORE_DASH,
+                                yaxis="y2"))
     return traces
+
+
+def _is_score(trace) -> bool:
+    return trace.meta in SCORE_KEYS
+
+
+def _score_axis(figure: go.Figure) -> dict | None:
+    """The right-hand axis of the validation scores: 0..1 when they are all accuracies."""
+    keys = {trace.meta for trace in figure.data if _is_score(trace)}
+    if not keys:
+        return None
+    axis = {"overlaying": "y", "side": "right", "showgrid": False, "rangemode": "tozero"}
+    if keys == {"val_accuracy"}:
+        return {**axis, "title": "validation accuracy", "range": [0, 1.02]}
+    return {**axis, "title": "validation RAE (lower is better)" if keys == {"val_rae"} else "validation score"}
 
 
 def _finish(figure: go.Figure, title: str, log_y: bool) -> go.Figure:
     if log_y:
-        curves = [list(trace.customdata) for trace in figure.data]
-        floor = _log_floor(curves)
-        for trace in figure.data:
+        losses = [trace for trace in figure.data if not _is_score(trace)]
+        floor = _log_floor([list(trace.customdata) for trace in losses])
+        for trace in losses:
             trace.y = [max(value, floor) for value in trace.customdata]
     for trace in figure.data:
         # Hover shows the true value, also where a zero was lifted to the log axis' floor.
         trace.hovertemplate = "step %{x}: %{customdata:.4g}<extra>%{fullData.name}</extra>"
+    score_axis = _score_axis(figure)
     figure.update_layout(title=title, xaxis_title="step", yaxis_title="loss", hovermode="x unified",
-                         margin={"t": 50, "r": 20, "b": 40, "l": 60}, legend={"orientation": "h", "y": -0.2})
-    figure.update_yaxes(type="log" if log_y else "linear")
+                         margin={"t": 50, "r": 60 if score_axis else 20, "b": 40, "l": 60},
+                         legend={"orientation": "h", "y": -0.2}, yaxis_type="log" if log_y else "linear")
+    if score_axis:
+        figure.update_layout(yaxis2=score_axis)  # its own scale: log-scaling is for the losses
     return figure
 
 
 def loss_curve(metrics_rows: list[dict], log_y: bool = False, smoothing: float = 0.0) -> go.Figure:
-    """Train and eval loss against step for one run (rows of Run.metrics())."""
-    figure = go.Figure(_loss_traces(metrics_rows, smoothing, color=None))
+    """Train and eval loss, decision loss and validation score against step for one run (rows of Run.metrics())."""
+    figure = go.Figure(_run_traces(metrics_rows, smoothing, run_color=None))
     if not figure.data:
         figure.add_annotation(text="No loss logged yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return _finish(figure, "Loss", log_y)
 
 
 def overlay(runs: dict[str, list[dict]], log_y: bool = False, smoothing: float = 0.0) -> go.Figure:
-    """The loss curves of several runs in one figure: one colour per run, eval loss dashed."""
-    palette = plotly.colors.qualitative.Plotly
+    """The curves of several runs in one figure: one colour per run, the series told apart by their dash."""
     figure = go.Figure()
     for index, (name, rows) in enumerate(runs.items()):
-        figure.add_traces(_loss_traces(rows, smoothing, palette[index % len(palette)], prefix=f"{name}: "))
+        figure.add_traces(_run_traces(rows, smoothing, PALETTE[index % len(PALETTE)], prefix=f"{name}: "))
     if not figure.data:
         figure.add_annotation(text="Select runs with logged losses", showarrow=False, xref="paper", yref="paper",
                               x=0.5, y=0.5)

@@ -12,7 +12,7 @@ from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run, run_baselines
 from lift_core.predict import cached_predictor
 from lift_core.runs import ACTIVE_STATES, Run, list_runs
-from lift_ui.context import AppContext, error_message
+from lift_ui.context import AppContext, error_message, majority_note
 from lift_ui.figures.evaluation import baseline_scores_figure, confusion_figure, parity_figure
 
 METRIC_NAMES = {
@@ -118,7 +118,7 @@ def evaluate(ctx: AppContext, run_name: str, progress=gr.Progress()):
         return None, None, None, None, error_message(error)
     download = download_copy(predictions, f"{run.name}-predictions.csv")
     return (metrics_table(results), errors_figure(run, predictions), predictions.round(TABLE_DECIMALS),
-            download, f"Test results of **{run.name}** ({results.get('mode', '')}).")
+            download, f"Test results of **{run.name}** ({results.get('mode', '')})." + majority_note(results))
 
 
 def baselines(ctx: AppContext, run_name: str, progress=gr.Progress()):

@@ -8,10 +8,12 @@ import gradio as gr
 
 from lift_core.cli import train_command
 from lift_core.errors import LiftError
+from lift_core.estimate import estimate_duration
 from lift_core.models import QUANT_MODES
+from lift_core.presets import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, apply_preset
 from lift_core.runs import ACTIVE_STATES, Run
 from lift_core.training import TrainConfig
-from lift_ui.context import AppContext, error_message
+from lift_ui.context import AppContext, error_message, majority_note
 from lift_ui.runner import FORCE_AFTER_S
 from lift_ui.figures.training import loss_curve
 
@@ -32,6 +34,11 @@ STOP_MESSAGES = {
     "killed": "Killed run `{name}`; no adapter was saved.",
 }
 NO_RUN = "No training run yet. Load a table in the Data tab, choose the settings above and press **Start**."
+PRESET_HELP = "  \n".join(f"**{name}**: {preset.description}" for name, preset in PRESETS.items())
+DECISION_LOSS_HELP = (
+    "*Decision loss* = loss of the first answer token where the classes differ; the format tokens (`@@@`) are "
+    "learned in a few steps and hide it in the mean loss. If it stays near ln(number of classes), the model is "
+    "guessing. Right axis: the validation score (accuracy, or RAE for regression); the best one's weights are kept.")
 
 
 def make_config(data, target, features, task, template, template_text, decimals, model, **settings) -> TrainConfig:
@@ -57,6 +64,12 @@ def make_config(data, target, features, task, template, template_text, decimals,
         model=model.strip(),
         **{name: type(getattr(DEFAULTS, name))(value) for name, value in settings.items()},
     )
+
+
+def preset_values(name: str) -> list:
+    """The preset's values of PRESET_FIELDS, in that order: what the preset selector puts into the settings."""
+    values = apply_preset(name)
+    return [values[field] for field in PRESET_FIELDS]
 
 
 def _duration(seconds) -> str:
@@ -113,8 +126,10 @@ def state_message(run: Run, status: dict, has_metrics: bool) -> str:
         doing = "training" if has_metrics else "loading data and model"
         return f"⏳ **Run `{run.name}`**: {doing}… (Stop saves the adapter after the current step)"
     if state == "completed":
-        metrics = _metrics_line(run.eval_results() or {})
-        return f"✅ **Run `{run.name}` completed.**" + (f" Test set: {metrics}" if metrics else "")
+        results = run.eval_results() or {}
+        metrics = _metrics_line(results)
+        return (f"✅ **Run `{run.name}` completed.**" + (f" Test set: {metrics}" if metrics else "")
+                + majority_note(results))
     if state == "stopped":
         return f"⏹️ **Run `{run.name}` stopped** on request; its adapter is saved (see the Evaluate and Runs tabs)."
     return failure_message(run, status)
@@ -130,6 +145,9 @@ def build(ctx: AppContext) -> None:
                 ctx.model.render()
                 quant = gr.Radio(list(QUANT_MODES), value=ctx.default_quant, label="Quantization",
                                  info=f"auto: 4bit on a CUDA GPU, none otherwise. This server: {ctx.hardware}")
+                preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                                  info="Fills the LoRA and optimisation settings; change any of them afterwards.")
+                gr.Markdown(PRESET_HELP)
             with gr.Column():
                 gr.Markdown("### LoRA")
                 lora_r = gr.Number(DEFAULTS.lora_r, precision=0, minimum=1, label="Rank r")
@@ -140,9 +158,13 @@ def build(ctx: AppContext) -> None:
             with gr.Column():
                 gr.Markdown("### Optimisation")
                 lr = gr.Number(DEFAULTS.lr, minimum=0, step=0.0001, label="Learning rate")
-                epochs = gr.Number(DEFAULTS.epochs, minimum=0, step=0.5, label="Epochs")
+                epochs = gr.Number(DEFAULTS.epochs, minimum=0, step=0.5, label="Epochs",
+                                   info="The run trains min(epochs, max steps) steps")
                 max_steps = gr.Number(DEFAULTS.max_steps, precision=0, minimum=0, label="Max steps",
-                                      info="0: train for the epochs above")
+                                      info="0: no cap, train for all the epochs")
+                warmup = gr.Number(DEFAULTS.warmup, minimum=0, maximum=1, step=0.01, label="Warm-up share",
+                                   info="Share of the steps over which the learning rate rises; then it decays "
+                                        "linearly to 0")
                 batch_size = gr.Number(DEFAULTS.batch_size, precision=0, minimum=1, label="Batch size")
                 val_size = gr.Slider(0, 0.5, value=DEFAULTS.val_size, step=0.05, label="Validation fraction")
                 seed = gr.Number(DEFAULTS.seed, precision=0, label="Seed")
@@ -157,6 +179,8 @@ def build(ctx: AppContext) -> None:
             start_button = gr.Button("Start training", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
             command_button = gr.Button("Show command")
+            estimate_button = gr.Button("Estimate duration")
+        estimate_line = gr.Markdown()
         message = gr.Markdown()
         with gr.Accordion("Command line", open=False) as command_box:
             command = gr.Code(language="shell", label="The same training from a terminal", interactive=False,
@@ -166,7 +190,8 @@ def build(ctx: AppContext) -> None:
                 plot = gr.Plot(label="Loss")
                 with gr.Row():
                     log_y = gr.Checkbox(False, label="Log-scale loss")
-                    smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA of the train loss)")
+                    smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA of the train losses)")
+                gr.Markdown(DECISION_LOSS_HELP)
             with gr.Column(scale=2):
                 run_state = gr.Markdown(NO_RUN)
                 progress = gr.HTML()
@@ -184,7 +209,7 @@ def build(ctx: AppContext) -> None:
             "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
             "model": ctx.model, "quant": quant, "lora_r": lora_r, "lora_alpha": lora_alpha,
             "lora_dropout": lora_dropout, "lora_targets": lora_targets, "lr": lr, "epochs": epochs,
-            "max_steps": max_steps, "batch_size": batch_size, "val_size": val_size, "seed": seed,
+            "max_steps": max_steps, "warmup": warmup, "batch_size": batch_size, "val_size": val_size, "seed": seed,
             "logging_steps": logging_steps, "eval_steps": eval_steps,
         }
 
@@ -196,12 +221,22 @@ def build(ctx: AppContext) -> None:
             line = train_command(config, ctx.runner.new_run_path(config))
             return shlex.join(["python", *line[1:]]), "", gr.Accordion(open=True)
 
+        def estimate(**values):
+            try:
+                return estimate_duration(make_config(**values), ctx.runs_dir).summary()
+            except LiftError as error:
+                return error_message(error)
+
         def start(**values):
             try:
-                run = ctx.runner.start(make_config(**values))
+                config = make_config(**values)
+                # Judged before the run starts, so its own process does not slow down the tokenizing.
+                duration = estimate_duration(config, ctx.runs_dir)
+                run = ctx.runner.start(config)
             except LiftError as error:
                 return gr.skip(), error_message(error)
-            return str(run.path), f"Started run `{run.name}`."
+            # Its own paragraph: the first line stays "Started run NAME." for whoever reads it back.
+            return str(run.path), f"Started run `{run.name}`.\n\n{duration.summary()}"
 
         def stop():
             stopping = ctx.runner.stop()
@@ -225,6 +260,11 @@ def build(ctx: AppContext) -> None:
                     state_message(run, run_status, bool(rows)),
                     gr.Timer(active=active or ctx.runner.finishing(run)))
 
+        preset_filled = preset.change(preset_values, preset, [settings[field] for field in PRESET_FIELDS],
+                                      api_name="preset")
+        # On request and after a preset, not on every keystroke: the estimate reads the table and tokenizes rows.
+        estimate_button.click(estimate, inputs_kwargs=settings, outputs=estimate_line, api_name="estimate")
+        preset_filled.then(estimate, inputs_kwargs=settings, outputs=estimate_line, api_visibility="private")
         command_button.click(show_command, inputs_kwargs=settings, outputs=[command, message, command_box],
                              api_name="show_command")
         started = start_button.click(start, inputs_kwargs=settings, outputs=[current_run, message], api_name="start")

@@ -1,0 +1,123 @@
+"""How long a training run will take, said before it starts.
+
+The number of steps is exact (the same budget the trainer plans). The time per step comes from the most recent
+finished run of the same model and quantization on this machine, scaled from its tokens per second to the
+new table's tokens per example; without such a run, from a rough guess for the built-in models.
+"""
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from lift_core import models
+from lift_core.runs import Run, list_runs
+from lift_core.training import TrainConfig, build_template, encode_examples, load_splits, planned_steps
+
+# Runs that really trained, so their throughput is measured; a stopped run trained at the same speed.
+FINISHED_STATES = ("completed", "stopped")
+# Rows whose tokens are counted for the mean example length: enough for a stable mean, quick to tokenize.
+TOKEN_SAMPLE_ROWS = 64
+# Rough training throughputs on a CPU, for a model never trained on this machine. SmolLM2-135M: about
+# 1.2 s per step of 8 examples of 30 tokens on 2 cores (BENCHMARKS.md); the tiny random Llama is ~100x faster.
+SMOLLM2_CPU_TOKENS_PER_S_PER_CORE = 110
+TINY_CPU_TOKENS_PER_S = 20_000
+# Test rows predicted per second by SmolLM2-135M on a CPU (label scoring plus one greedy answer, BENCHMARKS.md),
+# when no past run of the model measured it here; an overestimate of the time for the tiny model.
+EVAL_ROWS_PER_S = 15
+UNKNOWN_SOURCE = "unknown: no run of this model on this machine yet"
+
+
+@dataclass
+class Estimate:
+    steps: int
+    seconds_per_step: float | None  # None: no measurement or guess for this model here
+    seconds: float | None  # training and the test-set evaluation
+    source: str  # where seconds_per_step comes from
+    eval_seconds: float = 0.0  # included in `seconds`
+
+    def summary(self) -> str:
+        """One line for people: steps × seconds per step ≈ total (where the speed comes from)."""
+        if self.seconds is None:
+            return f"Estimated: {self.steps} steps; duration {self.source}."
+        evaluation = (f"; includes ~{_readable(self.eval_seconds)} to evaluate the test rows"
+                      if self.eval_seconds else "")
+        return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step ≈ {_readable(self.seconds)} "
+                f"({self.source}{evaluation}).")
+
+
+def _readable(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
+    """Steps, seconds per step and total seconds of training `config`, judged from past runs in `runs_dir`."""
+    config.check()  # a zero batch size, say, would break the step count
+    dataset, splits = load_splits(config)
+    steps = planned_steps(config, len(splits.train))
+    speed = _speed(config, runs_dir)
+    if speed is None:
+        return Estimate(steps, None, None, UNKNOWN_SOURCE)
+    tokens_per_s, eval_rows_per_s, source = speed
+    template = build_template(config, dataset.features, dataset.target)
+    sample = splits.train.sample(n=min(TOKEN_SAMPLE_ROWS, len(splits.train)), random_state=0)
+    examples = encode_examples(sample, template, _tokenizer(config.model, config.trust_remote_code))
+    tokens_per_example = float(np.mean([len(example["input_ids"]) for example in examples]))
+    seconds_per_step = config.batch_size * tokens_per_example / tokens_per_s
+    eval_seconds = len(splits.test) / eval_rows_per_s
+    return Estimate(steps, seconds_per_step, steps * seconds_per_step + eval_seconds, source, eval_seconds)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model_name: str, trust_remote_code: bool):
+    # Loading takes a moment, and every press of Estimate asks again for the same model.
+    return models.load_tokenizer(model_name, trust_remote_code)
+
+
+def _speed(config: TrainConfig, runs_dir) -> tuple[float, float, str] | None:
+    """Training tokens per second, test rows per second, and where they come from; None when unknown."""
+    past = _past_run(config, runs_dir)
+    if past is not None:
+        run, tokens_per_s = past
+        return (tokens_per_s, _eval_rows_per_s(run) or EVAL_ROWS_PER_S,
+                f"measured: run {run.name} trained at {tokens_per_s:,.0f} tokens/s on this machine")
+    tokens_per_s = _prior_tokens_per_s(config.model)
+    if tokens_per_s is None:
+        return None
+    return tokens_per_s, EVAL_ROWS_PER_S, f"rough guess: ~{tokens_per_s:,.0f} tokens/s for {config.model} on this CPU"
+
+
+def _past_run(config: TrainConfig, runs_dir) -> tuple[Run, float] | None:
+    """The newest finished run of this model and quantization on this hardware, with its tokens per second."""
+    quantization, hardware = models.resolve_quantization(config.quant), models.hardware_summary()
+    for run in list_runs(runs_dir):  # newest first
+        status = run.status()
+        if (status.get("state") in FINISHED_STATES and run.config().get("model") == config.model
+                and status.get("quantization") == quantization and status.get("hardware") == hardware):
+            tokens_per_s = next((row["tokens_per_s"] for row in reversed(run.metrics()) if row.get("tokens_per_s")),
+                                None)
+            if tokens_per_s:
+                return run, tokens_per_s
+    return None
+
+
+def _eval_rows_per_s(run: Run) -> float | None:
+    results = run.eval_results() or {}
+    if results.get("n_test") and results.get("eval_seconds"):
+        return results["n_test"] / results["eval_seconds"]
+    return None
+
+
+def _prior_tokens_per_s(model_name: str) -> float | None:
+    if models.has_cuda():
+        return None  # the guesses are for CPUs; a GPU is faster by an unknown factor
+    if model_name == "smollm2-135m":
+        return SMOLLM2_CPU_TOKENS_PER_S_PER_CORE * (os.cpu_count() or 1)
+    if model_name == "tiny":
+        return TINY_CPU_TOKENS_PER_S
+    return None

@@ -1,0 +1,112 @@
+"""The Train tab's decision-loss and validation curves, presets and warm-up, and the majority-class warning in
+the Train and Evaluate tabs; all without a server or a model."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+
+from lift_core.presets import PRESET_FIELDS
+from lift_core.runs import create_run
+from lift_ui.figures.training import loss_curve, overlay
+from lift_ui.tabs.evaluate_tab import evaluate
+from lift_ui.tabs.train_tab import make_config, preset_values, state_message
+
+ROWS = [
+    {"step": 1, "loss": 3.0, "decision_loss": 0.9},
+    {"step": 5, "loss": 0.0, "decision_loss": 0.7},
+    {"step": 5, "eval_loss": 1.0, "eval_decision_loss": 0.69, "val_accuracy": 0.5},
+    {"step": 10, "loss": 0.5, "decision_loss": 0.2},
+    {"step": 10, "eval_loss": 0.4, "eval_decision_loss": 0.1, "val_accuracy": 0.9},
+]
+# A classifier that always answers the commonest class.
+GUESSING = {"task": "classification", "mode": "label scoring", "accuracy": 0.5, "majority_accuracy": 0.5,
+            "n_test": 4}
+
+
+def traces_by_name(figure) -> dict:
+    return {trace.name: trace for trace in figure.data}
+
+
+# ---------- figures ----------
+
+def test_the_loss_plot_shows_decision_losses_and_the_validation_score_on_a_right_hand_axis():
+    traces = traces_by_name(loss_curve(ROWS))
+    assert list(traces) == ["train loss", "eval loss", "train decision loss", "eval decision loss", "val accuracy"]
+    assert list(traces["train decision loss"].y) == [0.9, 0.7, 0.2]
+    assert list(traces["eval decision loss"].x) == [5, 10]
+    assert traces["eval decision loss"].line.dash != traces["train decision loss"].line.dash
+    accuracy = traces["val accuracy"]
+    assert accuracy.yaxis == "y2" and list(accuracy.y) == [0.5, 0.9]
+    assert all(trace.yaxis in (None, "y") for name, trace in traces.items() if name != "val accuracy")
+    assert list(loss_curve(ROWS).layout.yaxis2.range) == [0, 1.02]  # accuracy: the whole 0..1
+
+
+def test_log_scale_and_smoothing_leave_the_validation_score_alone():
+    figure = loss_curve(ROWS, log_y=True, smoothing=0.5)
+    traces = traces_by_name(figure)
+    assert figure.layout.yaxis.type == "log" and figure.layout.yaxis2.type != "log"
+    assert list(traces["train decision loss"].y) == [0.9, 0.8, 0.5]  # train series are smoothed
+    assert list(traces["train decision loss (raw)"].y) == [0.9, 0.7, 0.2]
+    assert traces["train decision loss (raw)"].legendgroup == "train decision loss"  # hidden with its curve
+    assert list(traces["eval decision loss"].y) == [0.69, 0.1]  # eval series are not
+    assert traces["train loss (raw)"].y[1] == 0.01  # a zero loss sits a decade below the smallest loss
+    assert list(traces["val accuracy"].y) == [0.5, 0.9]
+
+
+def test_rows_without_decision_loss_or_score_give_the_plain_loss_plot():
+    rows = [{"step": 1, "loss": 2.0}, {"step": 2, "eval_loss": 1.5}]
+    figure = loss_curve(rows)
+    assert [trace.name for trace in figure.data] == ["train loss", "eval loss"]
+    assert "yaxis2" not in figure.to_dict()["layout"]  # no right-hand axis
+    assert loss_curve([]).layout.annotations[0].text == "No loss logged yet"
+
+
+def test_the_overlay_tells_series_apart_by_dash_and_regression_scores_by_name():
+    regression = [{"step": 1, "loss": 1.0, "decision_loss": 2.0}, {"step": 1, "eval_loss": 1.0, "val_rae": 1.4}]
+    figure = overlay({"a": ROWS, "b": regression})
+    traces = traces_by_name(figure)
+    assert "a: val accuracy" in traces and "b: val RAE" in traces and "b: train decision loss" in traces
+    dashes = [traces[f"a: {name}"].line.dash for name in ("train loss", "eval loss", "train decision loss",
+                                                          "eval decision loss", "val accuracy")]
+    assert len(set(dashes)) == len(dashes)
+    assert figure.layout.yaxis2.title.text == "validation score"  # accuracy and RAE share the axis
+    assert figure.layout.yaxis2.range is None
+
+
+# ---------- settings ----------
+
+def test_preset_values_follow_the_preset_fields():
+    values = dict(zip(PRESET_FIELDS, preset_values("Paper")))
+    assert values["lr"] == 1e-4 and values["lora_r"] == 16 and values["warmup"] == 0.002 and values["max_steps"] == 0
+
+
+def test_make_config_takes_the_warm_up_share():
+    config = make_config("table.csv", "y", [], "auto", "lift", "", 2, "tiny", warmup="0.1", epochs=3)
+    assert config.warmup == 0.1 and config.epochs == 3.0
+
+
+# ---------- the majority-class warning ----------
+
+def test_a_completed_run_no_better_than_the_commonest_class_is_flagged(tmp_path):
+    run = create_run(tmp_path / "run", {"model": "tiny"})
+    run.set_status("completed")
+    run.file("eval.json").write_text(json.dumps(GUESSING))
+    message = state_message(run, run.status(), has_metrics=True)
+    assert "completed" in message and "\n\n⚠️ " in message and "most common class" in message
+
+    run.file("eval.json").write_text(json.dumps({**GUESSING, "accuracy": 0.9}))
+    assert "⚠️" not in state_message(run, run.status(), has_metrics=True)
+
+
+def test_the_evaluate_tab_shows_the_majority_warning(tmp_path):
+    run = create_run(tmp_path / "run", {"model": "tiny"})
+    run.set_status("completed")
+    run.adapter_dir.mkdir()
+    run.file("dataset.json").write_text(json.dumps({"task": "classification", "target": "y", "classes": ["a", "b"]}))
+    run.file("eval.json").write_text(json.dumps(GUESSING))
+    pd.DataFrame({"x": [1, 2, 3, 4], "y_true": ["a", "a", "b", "b"], "y_pred": ["a"] * 4}).to_csv(
+        run.file("predictions.csv"), index=False)
+    *_, message = evaluate(SimpleNamespace(runs_dir=tmp_path), run.name)
+    assert message.startswith(f"Test results of **{run.name}**")
+    assert "\n\n⚠️ " in message and "most common class" in message
