@@ -1,0 +1,212 @@
+"""The fidelity suite: LIFT with the shipped defaults against the scikit-learn baselines, on identical splits.
+
+    python -m bench.fidelity [--quick] [--only moons,linear] [--seeds 3] [--set lr=2e-3 ...]
+                             [--results bench/results/fidelity.jsonl] [--write-benchmarks]
+
+Every finished (set, seed) appends one JSON line to --results, and a rerun skips what is already there, so a
+long suite can be stopped and continued. The Markdown table is built from those lines; --write-benchmarks
+puts it into BENCHMARKS.md between the fidelity markers. `--set KEY=VALUE` overrides a TrainConfig field, for
+trying a candidate default without editing code (such rows are labelled with their overrides).
+
+Timings depend on the machine and on anything else running: run the suite alone.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lift_core import synthetic
+from lift_core.evaluation import run_baselines
+from lift_core.training import TrainConfig, run_training
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS = REPO_ROOT / "bench" / "results" / "fidelity.jsonl"
+MARK_START = "<!-- fidelity:start -->"
+MARK_END = "<!-- fidelity:end -->"
+
+# LIFT/GPT-J's mean RAE over 3 simulations (p = 1), from the paper's repository (syn_mean_across_3sims.csv).
+PAPER_GPTJ_RAE = {"linear": 0.081, "quadratic": 0.111, "exponential": 0.109, "cosine": 0.385,
+                  "l1norm": 0.100, "piecewise": 0.146}
+TWO_D_SETS = ("blobs", "circles", "moons", "two_circles", "nine_gaussians", "xor", "spiral")
+TABLES = ("breast_cancer", "make_classification", "fruit")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "2d", "table" or "regression"
+    seeds: tuple[int, ...]
+
+
+FULL = ([Case(name, "2d", (0, 1, 2)) for name in TWO_D_SETS]
+        + [Case(name, "table", (0,)) for name in TABLES]
+        + [Case(name, "regression", (0,)) for name in PAPER_GPTJ_RAE])
+QUICK = [Case("moons", "2d", (0,)), Case("circles", "2d", (0,)), Case("breast_cancer", "table", (0,)),
+         Case("fruit", "table", (0,)), Case("quadratic", "regression", (0,))]
+
+
+def make_tables(case: Case, seed: int, folder: Path) -> dict:
+    """Write the case's table(s) into `folder`; returns the TrainConfig fields that point at them."""
+    train_path, test_path = folder / "train.csv", folder / "test.csv"
+    if case.kind == "2d":
+        synthetic.make_classification(case.name, n=500, noise=0.1, seed=seed).to_csv(train_path, index=False)
+        return {"data": str(train_path), "target": "y"}
+    if case.kind == "regression":
+        train, test = synthetic.make_regression(case.name, n=250, p=1, noise=0.1, seed=seed)
+        train.to_csv(train_path, index=False)
+        test.to_csv(test_path, index=False)
+        return {"data": str(train_path), "target": "y", "test_data": str(test_path)}
+    if case.name == "breast_cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        bunch = load_breast_cancer(as_frame=True)
+        frame = bunch.frame[[column for column in bunch.feature_names if column.startswith("mean ")]].copy()
+        frame["diagnosis"] = np.asarray(bunch.target_names)[bunch.target]
+        frame.to_csv(train_path, index=False)
+        return {"data": str(train_path), "target": "diagnosis"}
+    if case.name == "make_classification":
+        from sklearn.datasets import make_classification
+
+        X, y = make_classification(n_samples=500, n_features=6, n_informative=4, n_redundant=1, n_classes=3,
+                                   random_state=seed)
+        frame = pd.DataFrame(X, columns=[f"f{i + 1}" for i in range(6)])
+        frame["y"] = y
+        frame.to_csv(train_path, index=False)
+        return {"data": str(train_path), "target": "y"}
+    if case.name == "fruit":
+        return {"data": str(REPO_ROOT / "assets" / "examples" / "fruit.csv"), "target": "fruit"}
+    raise ValueError(case.name)
+
+
+def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        config = TrainConfig(**make_tables(case, seed, folder), model=model, seed=seed, **overrides)
+        started = time.perf_counter()
+        run = run_training(config, folder / "run")
+        total_s = time.perf_counter() - started
+        evaluation = run.eval_results()
+        if evaluation is None:
+            raise SystemExit(f"{case.name} seed {seed}: the run ended {run.status()['state']}, without a test score")
+        trained = [row for row in run.metrics() if row.get("total_steps")]
+        status = run.status()
+        baselines = run_baselines(run)
+    classification = evaluation["task"] == "classification"
+    score = "accuracy" if classification else "rae"
+    table = baselines.set_index("name")[score]
+    best = table.idxmax() if classification else table.idxmin()
+    return {
+        "set": case.name, "kind": case.kind, "seed": seed, "model": model, "overrides": overrides,
+        "accuracy": evaluation.get("accuracy"), "generated_accuracy": evaluation.get("generated_accuracy"),
+        "rae": evaluation.get("rae"), "invalid_rate": evaluation["invalid_rate"],
+        "logreg": table.get("logreg"), "best_baseline": best, "best_baseline_score": float(table[best]),
+        "steps": trained[-1]["step"] if trained else 0,
+        # The validation score at each evaluation, and the step whose weights were kept: how the budget was spent.
+        "val_curve": [[row["step"], _validation_score(row)] for row in trained
+                      if _validation_score(row) is not None],
+        "best_step": status.get("best_step"),
+        "fit_s": round(total_s - evaluation.get("eval_seconds", 0.0), 1),
+        "predict_s": round(evaluation.get("eval_seconds", 0.0), 1),
+        "finished": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _validation_score(row: dict):
+    return row["val_accuracy"] if row.get("val_accuracy") is not None else row.get("val_rae")
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mean(rows: list[dict], key: str):
+    values = [row[key] for row in rows if row.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _text(value, digits=3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    """One line per set (and overrides): means over its seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["set"], json.dumps(row["overrides"], sort_keys=True)), []).append(row)
+    lines = [
+        "| set | seeds | overrides | accuracy (scored) | accuracy (generated) | RAE | paper GPT-J RAE | invalid rate "
+        "| logreg | best baseline | steps | fit s | predict s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, overrides), group in groups.items():
+        best_names = sorted({row["best_baseline"] for row in group})
+        lines.append(
+            f"| {name} | {len(group)} | {overrides if overrides != '{}' else 'defaults'} "
+            f"| {_text(_mean(group, 'accuracy'))} | {_text(_mean(group, 'generated_accuracy'))} "
+            f"| {_text(_mean(group, 'rae'))} | {_text(PAPER_GPTJ_RAE.get(name))} "
+            f"| {_text(_mean(group, 'invalid_rate'))} | {_text(_mean(group, 'logreg'))} "
+            f"| {'/'.join(best_names)} {_text(_mean(group, 'best_baseline_score'))} "
+            f"| {_mean(group, 'steps'):.0f} | {_mean(group, 'fit_s'):.0f} | {_mean(group, 'predict_s'):.0f} |")
+    return "\n".join(lines)
+
+
+def write_benchmarks(table: str, path: Path = REPO_ROOT / "BENCHMARKS.md") -> None:
+    text = path.read_text()
+    start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
+    path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    types = {field.name: type(field.default) for field in fields(TrainConfig)}
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in types:
+            raise SystemExit(f"unknown TrainConfig field {key!r}")
+        overrides[key] = value if types[key] is str else (value.lower() == "true" if types[key] is bool
+                                                         else types[key](value))
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed on a subset, for tuning")
+    parser.add_argument("--only", help="comma-separated set names")
+    parser.add_argument("--seeds", type=int, help="seeds per set (default: 3 on the 2-D sets, 1 elsewhere)")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--write-benchmarks", action="store_true")
+    args = parser.parse_args()
+    overrides = parse_overrides(args.overrides)
+    cases = QUICK if args.quick else FULL
+    if args.only:
+        wanted = args.only.split(",")
+        cases = [case for case in FULL if case.name in wanted]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    done = {(row["set"], row["seed"], row["model"], json.dumps(row["overrides"], sort_keys=True))
+            for row in read_results(args.results)}
+    for case in cases:
+        for seed in case.seeds if args.seeds is None else range(args.seeds):
+            if (case.name, seed, args.model, json.dumps(overrides, sort_keys=True)) in done:
+                continue
+            row = measure(case, seed, overrides, args.model)
+            with args.results.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    table = markdown([row for row in read_results(args.results) if row["model"] == args.model])
+    print(table)
+    if args.write_benchmarks:
+        write_benchmarks(table)
+
+
+if __name__ == "__main__":
+    main()
