@@ -46,8 +46,8 @@ def bare_loop(model, batches, autocast_bf16: bool = False, warmup: int = WARMUP)
     for index, batch in enumerate(batches):
         if index == warmup:
             started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-            loss = model(**{k: v for k, v in batch.items() if k != "decision_index"}).loss
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            loss = model(**{k: v.to(model.device) for k, v in batch.items() if k != "decision_index"}).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--features", type=int, default=2)
     args = parser.parse_args()
+    if args.steps <= WARMUP:
+        parser.error(f"--steps must be more than the {WARMUP} warm-up steps")
     frame, template = table(args.steps * args.batch_size, args.features)
     model, tokenizer = lora_model(args.model)
 

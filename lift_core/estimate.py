@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lift_core import models
+from lift_core.errors import LiftError
 from lift_core.runs import Run, list_runs
 from lift_core.training import TrainConfig, build_template, encode_examples, load_splits, planned_steps
 
@@ -66,7 +67,13 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     tokens_per_s, eval_rows_per_s, source = speed
     template = build_template(config, dataset.features, dataset.target)
     sample = splits.train.sample(n=min(TOKEN_SAMPLE_ROWS, len(splits.train)), random_state=0)
-    examples = encode_examples(sample, template, _tokenizer(config.model, config.trust_remote_code))
+    try:
+        tokenizer = _tokenizer(config.model, config.trust_remote_code)
+    except LiftError:
+        raise
+    except Exception as error:  # a remote-code tokenizer can fail in ways of its own
+        raise LiftError(f"Could not load the tokenizer of '{config.model}' to count tokens: {error}") from error
+    examples = encode_examples(sample, template, tokenizer)
     tokens_per_example = float(np.mean([len(example["input_ids"]) for example in examples]))
     seconds_per_step = config.batch_size * tokens_per_example / tokens_per_s
     eval_seconds = len(splits.test) / eval_rows_per_s

@@ -57,11 +57,12 @@ MAJORITY_MARGIN = 0.02
 def majority_warning(results: dict) -> str | None:
     """A plain warning when a classifier is no better than always answering the training set's commonest class."""
     majority, accuracy = results.get("majority_accuracy"), results.get("accuracy")
-    if majority is None or accuracy is None or accuracy > majority + MAJORITY_MARGIN:
+    # A perfect score beats the commonest class even where that class is (almost) every test row.
+    if majority is None or accuracy is None or accuracy >= 1.0 or accuracy > majority + MAJORITY_MARGIN:
         return None
     return (f"The model is no better than always answering the most common class (accuracy {accuracy:.3f} "
             f"against {majority:.3f}): it has not learned this task yet. Try training longer (more epochs or "
-            "max steps), a higher learning rate, or the Recommended preset; check that the features can predict "
+            "max steps), a higher learning rate, or the default settings (the Recommended preset); check that the features can predict "
             "the target (compare the baselines).")
 
 

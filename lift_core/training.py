@@ -47,7 +47,7 @@ class TrainConfig:
     val_size: float = 0.1
     seed: int = 0
     logging_steps: int = 0  # 0: about 50 points per run, for the live loss plot
-    eval_steps: int = 0  # 0: about 10 evaluations per run
+    eval_steps: int = 0  # 0: 6 evaluations per run (EVALUATIONS_PER_RUN)
     save_steps: int = 0  # 0: no intermediate checkpoints
     early_stopping_patience: int = 0  # 0: off; else evaluations without a better validation score
     eval_samples: int = 5  # regression: samples drawn per test row
@@ -74,6 +74,8 @@ class TrainConfig:
             problems.append("learning rate must be between 0 and 1")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("give a positive number of epochs or max steps")
+        if not 0 <= self.warmup < 1:
+            problems.append("warm-up must be a share of the steps in [0, 1)")
         if self.lora_r < 1:
             problems.append("LoRA rank must be at least 1")
         if not 0 <= self.lora_dropout < 1:
@@ -170,9 +172,11 @@ class StratifiedSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return len(self.groups)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
         position = np.empty(len(self.groups))
         for group in np.unique(self.groups):
             members = np.flatnonzero(self.groups == group)
@@ -254,8 +258,6 @@ def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"
         def on_step_end(self, args, state, control, **kwargs):
             if stop.requested:
                 control.should_training_stop = True
-            elif validator and state.global_step == state.max_steps:
-                control.should_evaluate = True  # the last weights compete for the best too
 
         def on_evaluate(self, args, state, control, **kwargs):
             if validator and validator.exhausted:
@@ -370,8 +372,10 @@ def _lift_trainer(validator: Validator | None, sampler_groups, **trainer_argumen
             super().__init__(**kwargs)
             self.decision_totals = {True: [0.0, 0], False: [0.0, 0]}  # keyed by model.training
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            # Most causal LMs in transformers take the columns to compute logits for; a few older ones don't.
-            self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+            # transformers' own causal LMs take a tensor of columns to compute logits for; remote code may take
+            # only a count, so it gets the full logits.
+            self.keeps_logits = (type(base).__module__.startswith("transformers.")
+                                 and "logits_to_keep" in inspect.signature(base.forward).parameters)
             self.validation = {}
 
         def _get_train_sampler(self, train_dataset=None):
@@ -428,12 +432,11 @@ def _training_arguments(config: TrainConfig, run: Run, total: int, has_validatio
         learning_rate=config.lr,
         max_steps=total,
         lr_scheduler_type="linear",
-        warmup_steps=round(config.warmup * total),
+        warmup_steps=math.ceil(config.warmup * total),  # any warm-up is at least one step
         logging_steps=logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if has_validation else "no",
         eval_steps=eval_steps,
-        prediction_loss_only=True,
         save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500,
         seed=config.seed,

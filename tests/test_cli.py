@@ -10,7 +10,7 @@ from conftest import lift_cli, two_gaussians
 from lift_core.baselines import CLASSIFIERS
 from lift_core.cli import build_parser, train_command, _train_config
 from lift_core.runs import Run
-from lift_core.training import TrainConfig
+from lift_core.training import TrainConfig, planned_steps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,8 +72,9 @@ def test_train_prints_metrics(trained):
     assert values["n_test"] == "40"
     assert float(values["accuracy"]) == pytest.approx(run.eval_results()["accuracy"], abs=1e-3)
     assert run.status()["state"] == "completed"
-    # Progress goes to stdout, one line per logging step.
-    assert re.search(r"^step 1/54 loss \d", result.stdout, re.M)
+    # Progress goes to stdout, one line per logging step, with the decision token's loss.
+    total = planned_steps(TrainConfig(epochs=3), run.dataset_info()["n_train"])
+    assert re.search(rf"^step 1/{total} loss \d\S* decision loss \d", result.stdout, re.M)
 
 
 def test_train_records_absolute_paths(trained, separable_csv):

@@ -97,7 +97,9 @@ def test_answer_loss_gradients_match_the_models(tiny):
 def test_stratified_sampler_spreads_every_class_through_the_epoch():
     groups = np.array(["a"] * 60 + ["b"] * 30 + ["c"] * 10)
     sampler = StratifiedSampler(groups, seed=0)
-    first, second = list(sampler), list(sampler)
+    first = list(sampler)
+    sampler.set_epoch(1)  # as the Trainer does before each epoch
+    second = list(sampler)
     assert sorted(first) == list(range(100)) and sorted(second) == list(range(100))
     assert first != second  # a new shuffle each epoch
     for order in (first, second):
@@ -106,6 +108,8 @@ def test_stratified_sampler_spreads_every_class_through_the_epoch():
             # Every window of 10 holds about 6 a, 3 b and 1 c: never a run of one class.
             assert 4 <= (window == "a").sum() <= 8 and 1 <= (window == "b").sum() <= 5, window
     assert list(StratifiedSampler(groups, seed=0)) == first  # seeded
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # an epoch's order depends on the epoch alone: a resumed run repeats it
 
 
 def test_balance_groups_are_classes_or_target_quintiles():
@@ -170,6 +174,8 @@ def test_majority_warning_only_for_a_model_no_better_than_the_commonest_class():
     assert "most common class" in majority_warning({"accuracy": 0.34, "majority_accuracy": 0.34})
     assert majority_warning({"accuracy": 0.30, "majority_accuracy": 0.40}) is not None
     assert majority_warning({"accuracy": 0.97, "majority_accuracy": 0.34}) is None
+    # A perfect model is never told it learned nothing, however lopsided the test rows.
+    assert majority_warning({"accuracy": 1.0, "majority_accuracy": 0.99}) is None
     assert majority_warning({"rmse": 1.0}) is None
 
 

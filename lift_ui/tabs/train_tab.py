@@ -173,8 +173,8 @@ def build(ctx: AppContext) -> None:
                                               label="Log the train loss every (steps)",
                                               info="0: automatic, about 50 points per run")
                     eval_steps = gr.Number(DEFAULTS.eval_steps, precision=0, minimum=0,
-                                           label="Evaluate the validation loss every (steps)",
-                                           info="0: automatic, about 10 evaluations per run")
+                                           label="Evaluate on the validation rows every (steps)",
+                                           info="0: automatic, 6 evaluations per run")
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
@@ -230,13 +230,20 @@ def build(ctx: AppContext) -> None:
         def start(**values):
             try:
                 config = make_config(**values)
-                # Judged before the run starts, so its own process does not slow down the tokenizing.
-                duration = estimate_duration(config, ctx.runs_dir)
+            except LiftError as error:
+                return gr.skip(), error_message(error)
+            # Judged before the run starts, so its own process does not slow down the tokenizing. An estimate
+            # that cannot be made never stops the run: the run reports its own problems.
+            try:
+                duration = "\n\n" + estimate_duration(config, ctx.runs_dir).summary()
+            except LiftError:
+                duration = ""
+            try:
                 run = ctx.runner.start(config)
             except LiftError as error:
                 return gr.skip(), error_message(error)
             # Its own paragraph: the first line stays "Started run NAME." for whoever reads it back.
-            return str(run.path), f"Started run `{run.name}`.\n\n{duration.summary()}"
+            return str(run.path), f"Started run `{run.name}`.{duration}"
 
         def stop():
             stopping = ctx.runner.stop()
