@@ -38,7 +38,7 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"  # or a comma-separated list of module names
     # The budget is min(epochs, max_steps): small tables get enough updates, large ones stop at max_steps.
-    epochs: float = 20.0
+    epochs: float = 20.0  # 0: no epoch cap, train max_steps
     max_steps: int = 300  # 0: no cap, run the epochs
     lr: float = 1e-3
     warmup: float = 0.06  # share of the steps over which the learning rate rises, then decays linearly to 0

@@ -159,7 +159,7 @@ def build(ctx: AppContext) -> None:
                 gr.Markdown("### Optimisation")
                 lr = gr.Number(DEFAULTS.lr, minimum=0, step=0.0001, label="Learning rate")
                 epochs = gr.Number(DEFAULTS.epochs, minimum=0, step=0.5, label="Epochs",
-                                   info="The run trains min(epochs, max steps) steps")
+                                   info="The run trains min(epochs, max steps) steps; 0: no epoch cap")
                 max_steps = gr.Number(DEFAULTS.max_steps, precision=0, minimum=0, label="Max steps",
                                       info="0: no cap, train for all the epochs")
                 warmup = gr.Number(DEFAULTS.warmup, minimum=0, maximum=1, step=0.01, label="Warm-up share",
@@ -229,21 +229,10 @@ def build(ctx: AppContext) -> None:
 
         def start(**values):
             try:
-                config = make_config(**values)
+                run = ctx.runner.start(make_config(**values))
             except LiftError as error:
                 return gr.skip(), error_message(error)
-            # Judged before the run starts, so its own process does not slow down the tokenizing. An estimate
-            # that cannot be made never stops the run: the run reports its own problems.
-            try:
-                duration = "\n\n" + estimate_duration(config, ctx.runs_dir).summary()
-            except LiftError:
-                duration = ""
-            try:
-                run = ctx.runner.start(config)
-            except LiftError as error:
-                return gr.skip(), error_message(error)
-            # Its own paragraph: the first line stays "Started run NAME." for whoever reads it back.
-            return str(run.path), f"Started run `{run.name}`.{duration}"
+            return str(run.path), f"Started run `{run.name}`."
 
         def stop():
             stopping = ctx.runner.stop()
@@ -282,3 +271,5 @@ def build(ctx: AppContext) -> None:
         # Shows the new run at once and switches the timer on.
         started.success(status, inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
                         api_visibility="private")
+        # After Start has answered, so the page never waits for the estimate; a failing estimate says why.
+        started.success(estimate, inputs_kwargs=settings, outputs=estimate_line, api_visibility="private")
