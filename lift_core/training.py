@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lift_core import data, models, prompts
+from lift_core import data, metrics, models, prompts
 from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run
 from lift_core.runs import Run, create_run
@@ -302,10 +302,8 @@ class Validator:
         fallback = self.predictor.fallback_value
         answers = self.predictor.sample_answers(self.frame, k=1, temperature=0.0)
         values = [prompts.parse_number(texts[0]) for texts in answers]
-        predicted = np.array([fallback if value is None else value for value in values], dtype=float)
-        truth = self.truth.astype(float)
-        spread = np.abs(truth - truth.mean()).sum()
-        return float(np.abs(truth - predicted).sum() / spread) if spread > 0 else 0.0
+        predicted = [fallback if value is None else value for value in values]
+        return metrics.regression_metrics(self.truth.astype(float), predicted)["rae"] or 0.0
 
     def __call__(self, model, step: int) -> dict:
         score = self.score(model)
