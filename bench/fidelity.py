@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lift_core import synthetic
+from lift_core.config import TrainConfig
 from lift_core.evaluation import run_baselines
-from lift_core.training import TrainConfig, run_training
+from lift_core.training import run_training
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results" / "fidelity.jsonl"
@@ -116,6 +118,7 @@ def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
         "best_step": status.get("best_step"),
         "fit_s": round(total_s - evaluation.get("eval_seconds", 0.0), 1),
         "predict_s": round(evaluation.get("eval_seconds", 0.0), 1),
+        "threads": torch.get_num_threads(),  # timings from a 1-thread run are not comparable with 2 threads
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -189,7 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed on a subset, for tuning")
     parser.add_argument("--only", help="comma-separated set names (instead of --quick's subset)")
-    parser.add_argument("--seeds", type=int, help="seeds per set (default: 3 on the 2-D sets, 1 elsewhere)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 for every chosen set (default: one seed, 0)")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
