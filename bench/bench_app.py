@@ -2,7 +2,7 @@
 
     python -m bench.bench_app [--model smollm2-135m] [--resolution 60]
 
-Uses the app's own runner (a training subprocess, as behind the Start button) and the Explore tab's
+Uses the app's own launcher (a training subprocess, as behind the Start button) and the Explore tab's
 engine call. Prints Markdown table rows for BENCHMARKS.md. Run it alone: timings depend on the machine.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from lift_core import synthetic
 from lift_core.boundary import model_boundary
-from lift_core.training import TrainConfig
-from lift_ui.runner import TrainingRunner
+from lift_core.config import TrainConfig
+from lift_core.launcher import TrainingLauncher
 
 
 def wait_for(condition, timeout_s: float, poll_s: float = 0.2):
@@ -35,13 +35,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         table = Path(workdir) / "moons.csv"
         synthetic.make_classification("moons", n=500, noise=0.1, seed=0).to_csv(table, index=False)
-        runner = TrainingRunner(Path(workdir) / "runs")
+        launcher = TrainingLauncher(Path(workdir) / "runs")
         config = TrainConfig(data=str(table), target="y", model=args.model, quant="none", max_steps=args.steps)
         started = time.monotonic()
-        run = runner.start(config)
+        run = launcher.start(config)
         wait_for(lambda: any(row.get("loss") is not None for row in run.metrics()), 600)
         first_point = time.monotonic() - started
-        wait_for(lambda: not runner.active_run() and run.status()["state"] != "queued", 1800, 1.0)
+        wait_for(lambda: not launcher.active_run() and run.status()["state"] != "queued", 1800, 1.0)
         accuracy = (run.eval_results() or {}).get("accuracy")
         print(f"| Start to first loss point | {args.model} | {first_point:.1f} s |")
         started = time.monotonic()

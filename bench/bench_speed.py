@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 
 from lift_core import models, synthetic
+from lift_core.config import TrainConfig
 from lift_core.prompts import PromptTemplate
-from lift_core.training import (PadCollator, StratifiedSampler, TrainConfig, _lift_trainer, _training_arguments,
-                                balance_groups, encode_examples)
+from lift_core.training import (PadCollator, StratifiedSampler, _lift_trainer, _training_arguments, balance_groups,
+                                encode_examples)
 
 WARMUP = 2
 

@@ -60,7 +60,7 @@ MAX_CATEGORIES = 50
 POLYNOMIAL_MAX_COLUMNS = 5000
 
 
-def run_baselines(splits: Splits, dataset: Dataset, names=None, seed: int = 0) -> pd.DataFrame:
+def run_baselines(splits: Splits, dataset: Dataset, *, names=None, seed: int = 0) -> pd.DataFrame:
     """Fit each named baseline (default: all for the task) and score it on the test split.
 
     One row per baseline: name, the metrics of lift_core.metrics, fit_seconds (grid search + refit).
@@ -69,13 +69,13 @@ def run_baselines(splits: Splits, dataset: Dataset, names=None, seed: int = 0) -
     rows = []
     for name in names:
         start = time.perf_counter()
-        model = fit_baseline(name, splits, dataset, seed)
+        model = fit_baseline(name, splits, dataset, seed=seed)
         fit_seconds = time.perf_counter() - start
         rows.append({"name": name, **_score(model, splits.test, dataset), "fit_seconds": fit_seconds})
     return pd.DataFrame(rows)
 
 
-def fit_baseline(name: str, splits: Splits, dataset: Dataset, seed: int = 0) -> Pipeline:
+def fit_baseline(name: str, splits: Splits, dataset: Dataset, *, seed: int = 0) -> Pipeline:
     """Grid-search one baseline on train+val and return the refit Pipeline.
 
     The Pipeline takes a DataFrame with the feature columns, so it can be evaluated on any grid of points

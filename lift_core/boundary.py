@@ -6,18 +6,35 @@ import pandas as pd
 from lift_core.errors import LiftError
 
 
+# The baseline drawn beside the model unless the person picks another.
+DEFAULT_BASELINE = {"classification": "logreg", "regression": "polynomial"}
+# Share of the data range added on each side. A 1-D regression is about extrapolation, so its line reaches
+# further past the data than a 2-D map.
+DEFAULT_MARGIN = {1: 0.5, 2: 0.2}
+
+
 def numeric_features(frame: pd.DataFrame, features: list[str]) -> list[str]:
     return [name for name in features if pd.api.types.is_numeric_dtype(frame[name])]
 
 
-def grid_over(frame: pd.DataFrame, features: list[str], resolution: int = 60, margin: float = 0.2) -> pd.DataFrame:
+def explorable_features(run) -> list[str]:
+    """The run's features when they can be drawn: two numeric ones, or one numeric one for regression."""
+    info = run.dataset_info()
+    features = info["features"]
+    numeric = numeric_features(run.split("train"), features)
+    if numeric == features and (len(features) == 2 or (len(features) == 1 and info["task"] == "regression")):
+        return features
+    described = ", ".join(f"{name} ({'number' if name in numeric else 'text'})" for name in features)
+    raise LiftError(f"Decision boundaries need two numeric features (or one numeric feature for a regression); "
+                    f"run '{run.name}' has {len(features)}: {described}. Evaluation works for any table.")
+
+
+def grid_over(frame: pd.DataFrame, features: list[str], *, resolution: int = 60,
+              margin: float = 0.2) -> pd.DataFrame:
     """A regular grid spanning the data plus `margin` of its range on each side.
 
     Two features give resolution x resolution points; one feature gives a line (for 1-D regression).
     """
-    if len(features) not in (1, 2) or numeric_features(frame, features) != list(features):
-        raise LiftError("Decision boundaries need a table with one or two numeric features; this run has "
-                        f"{len(features)} ({', '.join(features)}).")
     if not 2 <= resolution <= 400:
         raise LiftError("Grid resolution must be between 2 and 400 points per side.")
     if margin < 0:
@@ -31,7 +48,7 @@ def grid_over(frame: pd.DataFrame, features: list[str], resolution: int = 60, ma
     return pd.DataFrame({name: axis.ravel() for name, axis in zip(features, mesh)})
 
 
-def model_boundary(run, resolution: int = 60, margin: float = 0.2, samples: int = 0, temperature: float = 1.0,
+def model_boundary(run, *, resolution: int = 60, margin: float = 0.2, samples: int = 0, temperature: float = 1.0,
                    progress=None, predictor=None) -> pd.DataFrame:
     """The finetuned model's predictions over a grid around the run's training data.
 
@@ -40,20 +57,20 @@ def model_boundary(run, resolution: int = 60, margin: float = 0.2, samples: int 
     """
     from lift_core.predict import cached_predictor
 
-    features = run.dataset_info()["features"]
-    grid = grid_over(run.split("train"), features, resolution, margin)
-    predicted = (predictor or cached_predictor(run)).predict(grid, samples, temperature, progress)
+    grid = grid_over(run.split("train"), explorable_features(run), resolution=resolution, margin=margin)
+    predicted = (predictor or cached_predictor(run)).predict(grid, samples=samples, temperature=temperature,
+                                                             progress=progress)
     return grid.join(predicted)
 
 
-def baseline_boundary(run, name: str, resolution: int = 60, margin: float = 0.2) -> pd.DataFrame:
+def baseline_boundary(run, name: str, *, resolution: int = 60, margin: float = 0.2) -> pd.DataFrame:
     """A classical baseline fitted on the run's split, predicted over the same grid as the model."""
     from lift_core import baselines
     from lift_core.evaluation import run_dataset
 
     dataset, splits = run_dataset(run)
-    grid = grid_over(splits.train, dataset.features, resolution, margin)
-    fitted = baselines.fit_baseline(name, splits, dataset, run.config().get("seed", 0))
+    grid = grid_over(splits.train, explorable_features(run), resolution=resolution, margin=margin)
+    fitted = baselines.fit_baseline(name, splits, dataset, seed=run.config().get("seed", 0))
     if dataset.task == "regression":
         return grid.assign(y_pred=fitted.predict(grid))
     proba = baselines.class_probabilities(fitted, grid, dataset.classes)

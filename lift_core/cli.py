@@ -8,10 +8,11 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
-from lift_core.errors import LiftError
+from lift_core.config import DEFAULTS, SETTINGS, TrainConfig, split_list
+from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError, looks_out_of_memory
+from lift_core.models import QUANT_MODES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -36,9 +37,9 @@ def cmd_synth(args) -> None:
     from lift_core import synthetic
 
     if args.kind in synthetic.CLASSIFICATION_KINDS:
-        frame = synthetic.make_classification(args.kind, args.n, args.noise, args.seed)
+        frame = synthetic.make_classification(args.kind, n=args.n, noise=args.noise, seed=args.seed)
     elif args.kind in synthetic.REGRESSION_KINDS:
-        frame, test = synthetic.make_regression(args.kind, args.n, args.p, args.noise, args.seed)
+        frame, test = synthetic.make_regression(args.kind, n=args.n, p=args.p, noise=args.noise, seed=args.seed)
         if args.test_out:
             _write_table(test, args.test_out)
     else:
@@ -64,11 +65,9 @@ def _write_table(frame, path) -> None:
 
 
 def _train_config(args):
-    from lift_core.training import TrainConfig
-
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    values = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
     if isinstance(values.get("features"), str):
-        values["features"] = [name.strip() for name in values["features"].split(",") if name.strip()]
+        values["features"] = split_list(values["features"])
     if values.get("template_text") and "template" not in values:
         values["template"] = "custom"
     values["data"] = os.path.abspath(args.data)
@@ -79,13 +78,10 @@ def _train_config(args):
 
 def train_command(config, out_dir) -> list[str]:
     """The `python -m lift_core train` command line that reproduces `config` (a TrainConfig)."""
-    from lift_core.training import TrainConfig
-
-    defaults = TrainConfig()
     command = [sys.executable, "-m", "lift_core", "train", "--data", config.data, "--target", config.target]
-    for flag, field_name, options in _train_options():
+    for flag, field_name, options in train_options():
         value = getattr(config, field_name)
-        if value is None or value == getattr(defaults, field_name):
+        if value is None or value == getattr(DEFAULTS, field_name):
             continue
         if options.get("action") == "store_true":
             command.append(flag)
@@ -94,41 +90,28 @@ def train_command(config, out_dir) -> list[str]:
     return command + ["--out", str(out_dir)]
 
 
-def _train_options() -> list[tuple[str, str, dict]]:
-    """(flag, TrainConfig field, argparse options) for every optional `train` setting."""
-    from lift_core.models import QUANT_MODES
-    from lift_core.prompts import TEMPLATE_KINDS
+# Settings every `train` command names itself, as required arguments.
+REQUIRED_SETTINGS = ("data", "target")
 
-    return [
-        ("--features", "features", {"help": "comma-separated; default: every other column"}),
-        ("--task", "task", {"choices": ("classification", "regression")}),
-        ("--test-data", "test_data", {"help": "a separate test table"}),
-        ("--template", "template", {"choices": TEMPLATE_KINDS}),
-        ("--template-text", "template_text", {"help": "custom template with {column} fields"}),
-        ("--decimals", "decimals", {"type": int}),
-        ("--model", "model", {"help": "an alias (see `models`), a hub id or a local folder"}),
-        ("--quant", "quant", {"choices": QUANT_MODES}),
-        ("--epochs", "epochs", {"type": float, "help": "the budget is min(epochs, max steps)"}),
-        ("--max-steps", "max_steps", {"type": int, "help": "at most this many optimizer steps; 0: no cap"}),
-        ("--lr", "lr", {"type": float}),
-        ("--warmup", "warmup", {"type": float, "help": "share of the steps with a rising learning rate"}),
-        ("--batch-size", "batch_size", {"type": int}),
-        ("--lora-r", "lora_r", {"type": int}),
-        ("--lora-alpha", "lora_alpha", {"type": int}),
-        ("--lora-dropout", "lora_dropout", {"type": float}),
-        ("--lora-targets", "lora_targets", {"help": "'all-linear' or comma-separated module names"}),
-        ("--test-size", "test_size", {"type": float}),
-        ("--val-size", "val_size", {"type": float}),
-        ("--eval-steps", "eval_steps", {"type": int}),
-        ("--logging-steps", "logging_steps", {"type": int}),
-        ("--save-steps", "save_steps", {"type": int, "help": "checkpoint every N steps"}),
-        ("--early-stopping", "early_stopping_patience",
-         {"type": int, "help": "stop after this many evaluations without a better validation score"}),
-        ("--eval-samples", "eval_samples", {"type": int, "help": "regression: samples per test row"}),
-        ("--eval-temperature", "eval_temperature", {"type": float}),
-        ("--seed", "seed", {"type": int}),
-        ("--trust-remote-code", "trust_remote_code", {"action": "store_true", "default": None}),
-    ]
+
+def train_options() -> list[tuple[str, str, dict]]:
+    """(flag, TrainConfig field, argparse options) for every optional `train` setting, from TrainConfig itself."""
+    options = []
+    for name, setting in SETTINGS.items():
+        if name in REQUIRED_SETTINGS:
+            continue
+        flag = setting.metadata["flag"] or "--" + name.replace("_", "-")
+        default = getattr(DEFAULTS, name)
+        if isinstance(default, bool):
+            # No default of its own, so an absent flag leaves the TrainConfig default in place.
+            kind = {"action": "store_true", "default": None}
+        else:
+            kind = {"type": type(default) if default is not None else str}
+            if setting.metadata["choices"]:
+                kind["choices"] = setting.metadata["choices"]
+        help_text = setting.metadata["help"] + ("" if default in (None, "") else f" (default: {default})")
+        options.append((flag, name, {**kind, "help": help_text.replace("%", "%%")}))
+    return options
 
 
 def cmd_train(args) -> None:
@@ -143,10 +126,10 @@ def cmd_train(args) -> None:
 
 
 def _print_metrics(results: dict) -> None:
-    keys = ("accuracy", "macro_f1", "log_loss", "rmse", "mae", "rae", "invalid_rate", "n_test")
-    print("  ".join(f"{k}={results[k]:.4g}" if isinstance(results[k], float) else f"{k}={results[k]}"
-                    for k in keys if results.get(k) is not None))
     from lift_core.evaluation import majority_warning
+    from lift_core.metrics import metrics_line
+
+    print(metrics_line(results))
 
     warning = majority_warning(results)
     if warning:
@@ -171,18 +154,11 @@ def cmd_evaluate(args) -> None:
 
 def cmd_predict(args) -> None:
     from lift_core import data
-    from lift_core.predict import Predictor
+    from lift_core.predict import predict_table
 
     run = _open_run(args.run)
-    info = run.dataset_info()
-    table = data.load_table(args.data)
-    missing = [name for name in info["features"] if name not in table.columns]
-    if missing:
-        raise LiftError(f"The table lacks the run's feature columns: {', '.join(missing)}.")
-    predictor = Predictor.from_run(run, args.quant)
-    predicted = predictor.predict(table[info["features"]], args.samples, args.temperature,
-                                  _progress_bar("predicting"))
-    output = table.reset_index(drop=True).join(predicted)
+    output = predict_table(run, data.load_table(args.data), quant=args.quant, samples=args.samples,
+                           temperature=args.temperature, progress=_progress_bar("predicting"))
     _write_table(output, args.out)
     print(f"wrote {len(output)} predictions to {args.out}")
 
@@ -192,8 +168,9 @@ def cmd_boundary(args) -> None:
     from lift_core.predict import Predictor
 
     run = _open_run(args.run)
-    grid = model_boundary(run, args.resolution, args.margin, args.samples, args.temperature,
-                          _progress_bar("grid"), Predictor.from_run(run, args.quant))
+    grid = model_boundary(run, resolution=args.resolution, margin=args.margin, samples=args.samples,
+                          temperature=args.temperature, progress=_progress_bar("grid"),
+                          predictor=Predictor.from_run(run, args.quant))
     _write_table(grid, args.out)
     print(f"wrote a {len(grid)}-point grid to {args.out}")
 
@@ -203,11 +180,11 @@ def cmd_baselines(args) -> None:
 
     from lift_core import baselines, data
 
-    features = [name.strip() for name in args.features.split(",")] if args.features else None
-    dataset = data.prepare_dataset(data.load_table(args.data), args.target, features, args.task)
-    splits = data.split_dataset(dataset, args.test_size, args.val_size, args.seed)
-    names = args.only.split(",") if args.only else None
-    table = baselines.run_baselines(splits, dataset, names, args.seed)
+    features = split_list(args.features) if args.features else None
+    dataset = data.prepare_dataset(data.load_table(args.data), args.target, features=features, task=args.task)
+    splits = data.split_dataset(dataset, test_size=args.test_size, val_size=args.val_size, seed=args.seed)
+    names = split_list(args.only) if args.only else None
+    table = baselines.run_baselines(splits, dataset, names=names, seed=args.seed)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
@@ -226,9 +203,17 @@ def cmd_models(args) -> None:
     print("Any hub id or local model folder works with --model.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lift_core.models import QUANT_MODES
+def _add_train_command(commands) -> None:
+    train = commands.add_parser("train", help="finetune a model on a table; writes a run folder")
+    for name in REQUIRED_SETTINGS:
+        train.add_argument(f"--{name}", required=True, help=SETTINGS[name].metadata["help"])
+    for flag, field_name, options in train_options():
+        train.add_argument(flag, dest=field_name, **options)
+    train.add_argument("--out", required=True, help="the run folder to create")
+    train.set_defaults(handler=cmd_train)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lift_core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -242,13 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--test-out", help="regression: also write a noise-free test set here")
     synth.set_defaults(handler=cmd_synth)
 
-    train = commands.add_parser("train", help="finetune a model on a table; writes a run folder")
-    train.add_argument("--data", required=True)
-    train.add_argument("--target", required=True)
-    for flag, field_name, options in _train_options():
-        train.add_argument(flag, dest=field_name, **options)
-    train.add_argument("--out", required=True, help="the run folder to create")
-    train.set_defaults(handler=cmd_train)
+    _add_train_command(commands)
 
     evaluate = commands.add_parser("evaluate", help="(re)score a run on its test split")
     evaluate.add_argument("--run", required=True)
@@ -311,6 +290,4 @@ def main(argv=None) -> int:
 
 def _explain(error: Exception) -> str:
     text = f"{error.__class__.__name__}: {error}".splitlines()[0][:300]
-    if "out of memory" in text.lower():
-        return (f"{text}. Out of memory: lower --batch-size, use --quant 4bit, or pick a smaller --model.")
-    return text
+    return f"{text}. {OUT_OF_MEMORY_HINT}" if looks_out_of_memory(text) else text

@@ -32,7 +32,7 @@ _FIX_HINTS = {
 }
 
 
-def load_table(path, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
+def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
     """Read a table file by its suffix; every problem with the file becomes one LiftError."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -172,7 +172,7 @@ class Dataset:
     n_dropped: int  # rows dropped because the target was missing
 
 
-def prepare_dataset(df, target, features=None, task=None, max_classes=MAX_CLASSES) -> Dataset:
+def prepare_dataset(df, target, *, features=None, task=None, max_classes=MAX_CLASSES) -> Dataset:
     """Validate the choice of target and features and turn the target into labels or floats."""
     columns = list(df.columns)
     if target not in columns:
@@ -263,7 +263,7 @@ class Splits:
     test: pd.DataFrame
 
 
-def split_dataset(dataset: Dataset, test_size=0.2, val_size=0.1, seed=0) -> Splits:
+def split_dataset(dataset: Dataset, *, test_size=0.2, val_size=0.1, seed=0) -> Splits:
     """test_size of all rows for test, then val_size of the rest for validation; stratified when possible.
 
     A size of 0 leaves that part empty (a separate test table, or no validation).
@@ -310,3 +310,14 @@ def conform_test_table(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     else:
         frame[dataset.target] = frame[dataset.target].map(label_text).astype(str)
     return frame
+
+
+def load_splits(config) -> tuple[Dataset, Splits]:
+    """The table of a TrainConfig, prepared and split as its settings say."""
+    dataset = prepare_dataset(load_table(config.data), config.target, features=config.features, task=config.task)
+    if not config.test_data:
+        return dataset, split_dataset(dataset, test_size=config.test_size, val_size=config.val_size, seed=config.seed)
+    test = conform_test_table(load_table(config.test_data), dataset)
+    # Hold nothing out of the training table for testing: the separate table is the test set.
+    pool = split_dataset(dataset, test_size=0.0, val_size=config.val_size, seed=config.seed)
+    return dataset, Splits(train=pool.train, val=pool.val, test=test)

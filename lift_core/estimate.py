@@ -14,7 +14,9 @@ import numpy as np
 from lift_core import models
 from lift_core.errors import LiftError
 from lift_core.runs import Run, list_runs
-from lift_core.training import TrainConfig, build_template, encode_examples, load_splits, planned_steps
+from lift_core.config import TrainConfig
+from lift_core.data import load_splits
+from lift_core.training import encode_examples
 
 # Runs that really trained, so their throughput is measured; a stopped run trained at the same speed.
 FINISHED_STATES = ("completed", "stopped")
@@ -60,29 +62,34 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     """Steps, seconds per step and total seconds of training `config`, judged from past runs in `runs_dir`."""
     config.check()  # a zero batch size, say, would break the step count
     dataset, splits = load_splits(config)
-    steps = planned_steps(config, len(splits.train))
+    steps = config.planned_steps(len(splits.train))
     speed = _speed(config, runs_dir)
     if speed is None:
         return Estimate(steps, None, None, UNKNOWN_SOURCE)
     tokens_per_s, eval_rows_per_s, source = speed
-    template = build_template(config, dataset.features, dataset.target)
+    template = config.template_for(dataset.features, dataset.target)
     sample = splits.train.sample(n=min(TOKEN_SAMPLE_ROWS, len(splits.train)), random_state=0)
-    try:
-        tokenizer = _tokenizer(config.model, config.trust_remote_code)
-    except LiftError:
-        raise
-    except Exception as error:  # a remote-code tokenizer can fail in ways of its own
-        raise LiftError(f"Could not load the tokenizer of '{config.model}' to count tokens: {error}") from error
-    examples = encode_examples(sample, template, tokenizer)
-    tokens_per_example = float(np.mean([len(example["input_ids"]) for example in examples]))
+    tokens_per_example = float(np.mean(example_lengths(sample, template, config.model, config.trust_remote_code)))
     seconds_per_step = config.batch_size * tokens_per_example / tokens_per_s
     eval_seconds = len(splits.test) / eval_rows_per_s
     return Estimate(steps, seconds_per_step, steps * seconds_per_step + eval_seconds, source, eval_seconds)
 
 
+def example_lengths(frame, template, model_name: str, trust_remote_code: bool = False) -> list[int]:
+    """Tokens of each row's training example (prompt, answer and end-of-text), in the model's tokenizer."""
+    try:
+        tokenizer = _tokenizer(model_name, trust_remote_code)
+    except LiftError:
+        raise
+    except Exception as error:  # a remote-code tokenizer can fail in ways of its own
+        raise LiftError(f"Could not load the tokenizer of '{model_name}' to count tokens: {error}") from error
+    return [len(example["input_ids"]) for example in encode_examples(frame, template, tokenizer)]
+
+
 @functools.lru_cache(maxsize=4)
 def _tokenizer(model_name: str, trust_remote_code: bool):
-    # Loading takes a moment, and every press of Estimate asks again for the same model.
+    # Loading takes a moment (a GGUF conversion the first time), and the Prompt and Train tabs ask again and
+    # again for the same model; a few models at most, so a long-lived server does not fill its memory.
     return models.load_tokenizer(model_name, trust_remote_code)
 
 

@@ -8,11 +8,26 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from lift_core import data
+from lift_core.config import DEFAULTS as _DEFAULTS
+from lift_core.config import SETTINGS, TrainConfig
 from lift_core.errors import LiftError
-from lift_core.training import TrainConfig
 
-# The estimators ship the same defaults as the CLI and the web app: TrainConfig's.
-_DEFAULTS = TrainConfig()
+# The TrainConfig fields an estimator takes as parameters: the same names, defaults and meaning as in the CLI
+# and the web app (a test checks the signature against this list).
+TRAIN_SETTINGS = ("model", "template", "template_text", "decimals", "quant", "epochs", "max_steps", "lr", "warmup",
+                  "batch_size", "lora_r", "lora_alpha", "lora_dropout", "val_size", "seed")
+# Named for what they do in predict, they are TrainConfig's eval_samples and eval_temperature.
+PREDICT_SETTINGS = {"samples": "eval_samples", "temperature": "eval_temperature"}
+
+
+def _parameters_doc() -> str:
+    """The numpydoc Parameters section, written from TrainConfig's help texts."""
+    settings = {**{name: name for name in TRAIN_SETTINGS}, **PREDICT_SETTINGS}
+    lines = ["", "    Parameters", "    ----------"]
+    for parameter, setting in settings.items():
+        lines += [f"    {parameter} : default {getattr(_DEFAULTS, setting)!r}", f"        {SETTINGS[setting].metadata['help']}"]
+    lines += ["    run_dir : default None", "        the run folder to write; None: a fresh temporary folder", ""]
+    return "\n".join(lines)
 
 
 def _as_frame(X, feature_names=None) -> pd.DataFrame:
@@ -64,16 +79,11 @@ class _LiftEstimator(BaseEstimator):
         self.n_features_in_ = frame.shape[1]
         target = next(name for name in ("y", "target", "__lift_target__") if name not in frame.columns)
         frame[target] = np.asarray(y)
-        dataset = data.prepare_dataset(frame, target, list(frame.columns[:-1]), self._task)
+        dataset = data.prepare_dataset(frame, target, features=list(frame.columns[:-1]), task=self._task)
         # No test rows: the caller holds out its own (cross_val_score does).
-        splits = data.split_dataset(dataset, 0.0, self.val_size, self.seed)
-        config = TrainConfig(
-            data="<in-memory>", target=target, task=self._task, template=self.template,
-            template_text=self.template_text, decimals=self.decimals, model=self.model, quant=self.quant,
-            lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, warmup=self.warmup, batch_size=self.batch_size,
-            test_size=0.0, val_size=self.val_size, seed=self.seed,
-        )
+        splits = data.split_dataset(dataset, test_size=0.0, val_size=self.val_size, seed=self.seed)
+        config = TrainConfig(data="<in-memory>", target=target, task=self._task, test_size=0.0,
+                             **{name: getattr(self, name) for name in TRAIN_SETTINGS})
         run_dir = self.run_dir or tempfile.mkdtemp(prefix="lift-run-")
         self.run_ = run_training(config, run_dir, splits_loaded=(dataset, splits))
         self.predictor_ = Predictor.from_run(self.run_)
@@ -94,7 +104,8 @@ class _LiftEstimator(BaseEstimator):
 
 
 class LiftClassifier(ClassifierMixin, _LiftEstimator):
-    """LIFT classification: finetune a causal LM on rows-as-sentences; probabilities by label scoring."""
+    __doc__ = ("LIFT classification: finetune a causal LM on rows-as-sentences; probabilities by label scoring.\n"
+               + _parameters_doc())
 
     _task = "classification"
 
@@ -114,7 +125,7 @@ class LiftClassifier(ClassifierMixin, _LiftEstimator):
 
 
 class LiftRegressor(RegressorMixin, _LiftEstimator):
-    """LIFT regression: the mean of `samples` generations at `temperature`."""
+    __doc__ = "LIFT regression: the mean of `samples` generations at `temperature`.\n" + _parameters_doc()
 
     _task = "regression"
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from lift_core import baselines, data, metrics
-from lift_core.predict import Predictor, Progress
-from lift_core.runs import Run, write_json_atomically
+from lift_core.predict import Predictor, Progress, cached_predictor
+from lift_core.runs import BASELINES_FILE, Run, write_json_atomically
 
 
-def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, tokenizer=None,
+def evaluate_run(run: Run, *, predictor: Predictor | None = None, model=None, tokenizer=None,
                  progress: Progress | None = None) -> dict:
     """Predict the test split, write predictions.csv and eval.json, and return the metrics."""
     started = time.perf_counter()
@@ -21,7 +21,8 @@ def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, token
     y_true = frame[info["target"]].tolist()
     config = run.config()
     samples = 0 if info["task"] == "classification" else config.get("eval_samples", 5)
-    predicted = predictor.predict(frame, samples, config.get("eval_temperature", 0.7), progress)
+    predicted = predictor.predict(frame, samples=samples, temperature=config.get("eval_temperature", 0.7),
+                                  progress=progress)
     if info["task"] == "classification":
         probabilities = predicted[[f"p_{label}" for label in info["classes"]]].to_numpy()
         results = metrics.classification_metrics(y_true, predicted["y_pred"].tolist(), probabilities,
@@ -49,6 +50,15 @@ def evaluate_run(run: Run, predictor: Predictor | None = None, model=None, token
     return results
 
 
+def ensure_evaluated(run: Run, *, progress: Progress | None = None) -> dict:
+    """The run's eval.json; a run stopped before its evaluation is evaluated now, once."""
+    results = run.eval_results()
+    if results is None:
+        if progress:
+            progress(0, len(run.split("test")))  # loading the model takes a while before the first row
+        results = evaluate_run(run, predictor=cached_predictor(run), progress=progress)
+    return results
+
 
 # How far above always answering the most common class a model must score to count as having learned.
 MAJORITY_MARGIN = 0.02
@@ -62,8 +72,8 @@ def majority_warning(results: dict) -> str | None:
         return None
     return (f"The model is no better than always answering the most common class (accuracy {accuracy:.3f} "
             f"against {majority:.3f}): it has not learned this task yet. Try training longer (more epochs or "
-            "max steps), a higher learning rate, or the default settings (the Recommended preset); check that the features can predict "
-            "the target (compare the baselines).")
+            "max steps), a higher learning rate, or the default settings (the Recommended preset); check that "
+            "the features can predict the target (compare the baselines).")
 
 
 def run_dataset(run: Run) -> tuple[data.Dataset, data.Splits]:
@@ -76,9 +86,15 @@ def run_dataset(run: Run) -> tuple[data.Dataset, data.Splits]:
     return dataset, splits
 
 
-def run_baselines(run: Run, names=None) -> pd.DataFrame:
+def run_baselines(run: Run, *, names=None) -> pd.DataFrame:
     """The baselines on exactly the run's split, saved beside its own results."""
     dataset, splits = run_dataset(run)
-    table = baselines.run_baselines(splits, dataset, names, run.config().get("seed", 0))
-    table.to_csv(run.file("baselines.csv"), index=False)
+    table = baselines.run_baselines(splits, dataset, names=names, seed=run.config().get("seed", 0))
+    table.to_csv(run.file(BASELINES_FILE), index=False)
     return table
+
+
+def cached_baselines(run: Run) -> pd.DataFrame:
+    """The run's saved baseline scores, fitting them first if they were never saved."""
+    saved = run.file(BASELINES_FILE)
+    return pd.read_csv(saved) if saved.exists() else run_baselines(run)

@@ -1,7 +1,6 @@
-"""Owns the training subprocess. The web app never trains in a request: it starts the engine's CLI and
-reads the run folder, so the page stays responsive and a browser refresh loses nothing."""
+"""Owns the training subprocess. The web app never trains in a request: it asks this launcher to start the
+engine's CLI, and reads the run folder, so the page stays responsive and a browser refresh loses nothing."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,17 +10,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lift_core.cli import train_command
-from lift_core.errors import LiftError
-from lift_core.runs import (ACTIVE_STATES, STOP_FILE, Run, pid_alive, list_runs, read_json,
+from lift_core.config import TrainConfig
+from lift_core.data import load_splits
+from lift_core.errors import LiftError, looks_out_of_memory
+from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, STOP_FILE, Run, list_runs, pid_alive, read_json,
                             write_json_atomically)
-from lift_core.training import TrainConfig, build_template, load_splits
 
-# Written by the runner at launch: the subprocess needs seconds (imports, data) before its own status.json.
-LAUNCHER_FILE = "launcher.json"
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 
 
-class TrainingRunner:
+class TrainingLauncher:
     """One training at a time per server; the runs folder, not this object, is the source of truth."""
 
     def __init__(self, runs_dir):
@@ -59,7 +57,7 @@ class TrainingRunner:
         config.check()
         # Bad data or a bad template is reported here, in the page, instead of as a failed run seconds later.
         dataset, _ = load_splits(config)
-        build_template(config, dataset.features, dataset.target)
+        config.template_for(dataset.features, dataset.target)
         with self._lock:
             busy = self.active_run()
             if busy:
@@ -76,7 +74,7 @@ class TrainingRunner:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=environment, start_new_session=True)
             log.close()
-            run.file(LAUNCHER_FILE).write_text(json.dumps({"pid": process.pid, "launched": time.time()}))
+            write_json_atomically(run.file(LAUNCHER_FILE), {"pid": process.pid, "launched": time.time()})
             self._watched.add(run.path)
         threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
         return run
@@ -133,6 +131,21 @@ class TrainingRunner:
             except ProcessLookupError:
                 pass
         return run, "killed"
+
+
+    def delete(self, run: Run) -> None:
+        """Delete a run's folder, unless it is the one training."""
+        active = self.active_run()
+        if active is not None and active.name == run.name:
+            raise LiftError(f"Run '{run.name}' is training: stop it in the Train tab before deleting it.")
+        run.delete()
+
+
+def ran_out_of_memory(run: Run, status: dict) -> bool:
+    """Whether a failed run's error, log or exit code looks like the machine ran out of memory."""
+    # A forced stop is also a SIGKILL, but not a memory problem.
+    return not run.stop_requested() and looks_out_of_memory(f"{status.get('error', '')}\n{run.log_tail(8)}",
+                                                            status.get("exit_code"))
 
 
 def _training_pid(run: Run) -> int | None:

@@ -8,6 +8,20 @@ from sklearn.metrics import f1_score, mean_absolute_error, root_mean_squared_err
 from lift_core.errors import LiftError
 
 LOG_LOSS_EPS = 1e-15
+# Every test metric a run can report (eval.json), in reading order, with its name for people.
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro-F1",
+    "log_loss": "Log-loss",
+    "generated_accuracy": "Accuracy of greedy generation",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "rae": "RAE",
+    "invalid_rate": "Invalid-output rate",
+    "n_test": "Test rows",
+}
+# The few that sum a run up in one row of a table of runs.
+SUMMARY_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "invalid_rate")
 _INVALID = -1  # class code of a prediction that is None or not one of the classes
 
 
@@ -76,3 +90,9 @@ def regression_metrics(y_true, y_pred, n_invalid: int = 0) -> dict:
         "invalid_rate": n_invalid / len(y_true),
         "n_test": len(y_true),
     }
+
+
+def metrics_line(results: dict, separator: str = "  ") -> str:
+    """The reported metrics on one line, `name=value`, as the CLI prints them and the Train tab shows them."""
+    return separator.join(f"{key}={results[key]:.4g}" if isinstance(results[key], float) else f"{key}={results[key]}"
+                          for key in METRIC_NAMES if results.get(key) is not None)

@@ -6,9 +6,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from lift_core.errors import LiftError
+from lift_core.files import write_atomically
 
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -70,6 +69,7 @@ def _convert_gguf(gguf_file: Path) -> Path:
     target = cache_dir() / f"{gguf_file.stem}-{_CACHE_VERSION}"
     if (target / "config.json").exists():
         return target
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     source_dir, name = str(gguf_file.parent), gguf_file.name
@@ -86,24 +86,23 @@ def _convert_gguf(gguf_file: Path) -> Path:
 
 
 def _save_atomically(target: Path, model, tokenizer) -> None:
-    # Two processes (the app and a training run) may build the same cache at once.
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
     try:
-        partial.rename(target)
+        write_atomically(target, save)
     except OSError:
+        # Two processes (the app and a training run) may build the same cache at once: the first one wins.
         if not (target / "config.json").exists():
             raise
-        import shutil
-
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _build_tiny_model() -> Path:
     target = cache_dir() / f"tiny-llama-{_CACHE_VERSION}"
     if (target / "config.json").exists():
         return target
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = _build_tiny_tokenizer()
@@ -156,6 +155,8 @@ def _build_tiny_tokenizer():
 
 
 def has_cuda() -> bool:
+    import torch  # here, not at the top: settings and the CLI's light commands never load torch
+
     return torch.cuda.is_available()
 
 
@@ -163,12 +164,14 @@ def resolve_quantization(quant: str) -> str:
     if quant not in QUANT_MODES:
         raise LiftError(f"Unknown quantization '{quant}'. Choose one of: {', '.join(QUANT_MODES)}.")
     if quant == "auto":
-        return "4bit" if torch.cuda.is_available() else "none"
+        return "4bit" if has_cuda() else "none"
     return quant
 
 
-def compute_dtype() -> torch.dtype:
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+def compute_dtype():
+    import torch
+
+    if has_cuda() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
 
@@ -211,12 +214,12 @@ def load_model(model_name: str, quant: str = "auto", trust_remote_code: bool = F
     elif quantization == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     if quantization != "none":
-        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+        kwargs["device_map"] = {"": 0} if has_cuda() else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as error:
         raise _not_found(model_name, error) from error
-    if quantization == "none" and torch.cuda.is_available():
+    if quantization == "none" and has_cuda():
         model = model.to("cuda")
     return LoadedModel(model, tokenizer, quantization, source)
 
@@ -242,7 +245,7 @@ def add_lora(loaded: LoadedModel, lora: LoraSettings):
 
     model = loaded.model
     if loaded.quantization in ("4bit", "8bit"):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=has_cuda())
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -257,7 +260,9 @@ def add_lora(loaded: LoadedModel, lora: LoraSettings):
 
 
 def hardware_summary() -> str:
-    if torch.cuda.is_available():
+    if has_cuda():
+        import torch
+
         props = torch.cuda.get_device_properties(0)
         return f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB"
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 
 from lift_core import models, prompts
+from lift_core.config import TrainConfig
+from lift_core.errors import LiftError
 from lift_core.runs import Run
 
 Progress = Callable[[int, int], None]
@@ -57,10 +59,8 @@ class Predictor:
 
     @classmethod
     def for_run(cls, run: Run, model, tokenizer) -> "Predictor":
-        from lift_core.training import TrainConfig, build_template
-
         config, info = TrainConfig.from_dict(run.config()), run.dataset_info()
-        template = build_template(config, info["features"], info["target"])
+        template = config.template_for(info["features"], info["target"])
         return cls(model, tokenizer, template, info["task"], info.get("classes"), info.get("train_target_mean"))
 
     @classmethod
@@ -127,7 +127,7 @@ class Predictor:
         scores = scores + (log_probs * target_mask).sum(-1).view(n_prompts, n_classes)
         return scores.cpu().numpy()
 
-    def class_probabilities(self, frame: pd.DataFrame, progress: Progress | None = None) -> np.ndarray:
+    def class_probabilities(self, frame: pd.DataFrame, *, progress: Progress | None = None) -> np.ndarray:
         scores = [self._score_prompts(batch) for batch in self._batches(frame, self.batch_size, progress)]
         scores = np.concatenate(scores) if scores else np.zeros((0, len(self.classes)))
         scores = scores - scores.max(axis=1, keepdims=True)
@@ -135,7 +135,7 @@ class Predictor:
         return proba / proba.sum(axis=1, keepdims=True)
 
     @torch.no_grad()
-    def sample_answers(self, frame: pd.DataFrame, k: int = 1, temperature: float = 0.0,
+    def sample_answers(self, frame: pd.DataFrame, *, k: int = 1, temperature: float = 0.0,
                        progress: Progress | None = None) -> list[list[str]]:
         """k generated answers per row (greedy when temperature is 0), cut at the answer terminator."""
         answers = []
@@ -156,7 +156,7 @@ class Predictor:
             answers.extend(texts_out[i:i + k] for i in range(0, len(texts_out), k))
         return answers
 
-    def predict(self, frame: pd.DataFrame, samples: int = 0, temperature: float = 1.0,
+    def predict(self, frame: pd.DataFrame, *, samples: int = 0, temperature: float = 1.0,
                 progress: Progress | None = None) -> pd.DataFrame:
         """One row per input row.
 
@@ -168,7 +168,7 @@ class Predictor:
         if self.task == "classification":
             if samples:
                 return self._vote(frame, samples, temperature, progress)
-            proba = self.class_probabilities(frame, progress)
+            proba = self.class_probabilities(frame, progress=progress)
             return self._class_frame(proba, np.zeros(len(frame)), np.asarray(self.classes)[proba.argmax(axis=1)])
         return self._regress(frame, samples or 5, temperature, progress)
 
@@ -181,7 +181,7 @@ class Predictor:
         return result
 
     def _vote(self, frame, samples, temperature, progress) -> pd.DataFrame:
-        answers = self.sample_answers(frame, samples, temperature, progress)
+        answers = self.sample_answers(frame, k=samples, temperature=temperature, progress=progress)
         index = {label: i for i, label in enumerate(self.classes)}
         shares = np.zeros((len(answers), len(self.classes)))
         invalid = np.zeros(len(answers))
@@ -199,7 +199,7 @@ class Predictor:
         return result
 
     def _regress(self, frame, samples, temperature, progress) -> pd.DataFrame:
-        answers = self.sample_answers(frame, samples, temperature, progress)
+        answers = self.sample_answers(frame, k=samples, temperature=temperature, progress=progress)
         rows = []
         for texts in answers:
             values = [v for v in (prompts.parse_number(text) for text in texts) if v is not None]
@@ -210,7 +210,6 @@ class Predictor:
             rows.append({"y_pred": float(np.mean(values)), "median": float(np.median(values)),
                          "std": float(np.std(values)), "invalid": invalid})
         return pd.DataFrame(rows, columns=["y_pred", "median", "std", "invalid"])
-
 
 
 _loaded: dict[tuple, Predictor] = {}
@@ -228,3 +227,21 @@ def cached_predictor(run: Run) -> Predictor:
             _loaded.clear()
             _loaded[key] = Predictor.from_run(run)
         return _loaded[key]
+
+
+def predict_table(run: Run, table: pd.DataFrame, *, quant: str | None = None, samples: int = 0,
+                  temperature: float = 1.0, progress: Progress | None = None) -> pd.DataFrame:
+    """`table` with the run's predictions appended. Columns other than the run's features are kept, and
+    prediction columns the table already has (a re-uploaded predictions file) are replaced by the new ones.
+
+    The model is loaded (quantized as `quant`, else as trained) only once the table is known to fit the run.
+    """
+    features = run.dataset_info()["features"]
+    missing = [name for name in features if name not in table.columns]
+    if missing:
+        raise LiftError(f"The table lacks the feature column(s) {', '.join(missing)}, which run '{run.name}' "
+                        f"was trained on. Columns found: {', '.join(map(str, table.columns))}.")
+    predictor = Predictor.from_run(run, quant) if quant else cached_predictor(run)
+    predicted = predictor.predict(table[features], samples=samples, temperature=temperature, progress=progress)
+    kept = table.reset_index(drop=True).drop(columns=predicted.columns, errors="ignore")
+    return pd.concat([kept, predicted], axis=1)

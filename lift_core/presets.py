@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from lift_core.errors import LiftError
-from lift_core.training import TrainConfig
+from lift_core.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -6,28 +6,37 @@
     metrics.jsonl   one JSON object per logging step, flushed per line
     log.txt         the training process's output (written by whoever launched it)
     splits/         train.csv, val.csv, test.csv exactly as used
-    adapter/        the LoRA adapter (peft safetensors)
+    adapter/        the LoRA adapter (peft safetensors), of the best validation step
+    checkpoints/    intermediate checkpoints, only with save_steps
     eval.json       test metrics
     predictions.csv the test rows with y_true, y_pred and probabilities or spread
+    baselines.csv   the scikit-learn baselines' test scores on the same split, once someone asks for them
+    launcher.json   pid and launch time, written by the launcher before the process writes status.json
+    STOP            present once a stop was requested; the training process checks for it after every step
 """
 
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
+
+from lift_core.errors import LiftError
+from lift_core.files import write_atomically
+from lift_core.metrics import SUMMARY_METRICS
 
 STATES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 STOP_FILE = "STOP"
+LAUNCHER_FILE = "launcher.json"
+BASELINES_FILE = "baselines.csv"
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
-    # A reader polling the file must never see half of it.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(payload, indent=2, default=_json_default))
-    os.replace(partial, path)
+    text = json.dumps(payload, indent=2, default=_json_default)
+    write_atomically(path, lambda partial: partial.write_text(text))
 
 
 def _json_default(value):
@@ -163,9 +172,16 @@ class Run:
             "template": config.get("template"),
             "data": Path(config.get("data") or "").name,
             "target": config.get("target"),
-            **{k: evaluation.get(k) for k in ("accuracy", "macro_f1", "rmse", "mae", "invalid_rate")},
+            **{k: evaluation.get(k) for k in SUMMARY_METRICS},
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(status.get("created", 0))),
         }
+
+    def zip_adapter(self) -> str:
+        """The adapter as a zip in a fresh temporary folder, so two downloads never overwrite each other."""
+        if not self.adapter_dir.is_dir():
+            raise LiftError(f"Run '{self.name}' has no adapter: it ended before saving one.")
+        base_name = f"{tempfile.mkdtemp(prefix='lift-adapter-')}/{self.name}-adapter"
+        return shutil.make_archive(base_name, "zip", root_dir=self.adapter_dir)
 
     def delete(self) -> None:
         shutil.rmtree(self.path)
@@ -174,8 +190,6 @@ class Run:
 def create_run(path, config: dict) -> Run:
     run = Run(path)
     if run.file("config.json").exists():
-        from lift_core.errors import LiftError
-
         raise LiftError(f"Run folder '{path}' already holds a run. Choose a new --out folder.")
     run.path.mkdir(parents=True, exist_ok=True)
     write_json_atomically(run.file("config.json"), config)
@@ -189,3 +203,32 @@ def list_runs(runs_dir) -> list[Run]:
         return []
     runs = [Run(p) for p in root.iterdir() if (p / "config.json").exists()]
     return sorted(runs, key=lambda run: run.status().get("created", 0), reverse=True)
+
+
+def find_run(runs_dir, name: str | None) -> Run:
+    """The listed run of that name. Names come from the browser: only a listed name reaches the file system."""
+    if not name:
+        raise LiftError("Choose a run first.")
+    run = next((run for run in list_runs(runs_dir) if run.name == name), None)
+    if run is None:
+        raise LiftError(f"There is no run named '{name}'. Refresh the list of runs to see the current ones.")
+    return run
+
+
+def trained_run_names(runs_dir) -> list[str]:
+    """Names of the runs with a saved adapter, newest first: the ones there is a model to ask."""
+    return [run.name for run in list_runs(runs_dir) if run.adapter_dir.exists()]
+
+
+def finished_trained_run(runs_dir, name: str | None) -> Run:
+    """The named run, once it has finished with a saved adapter: a model that can be evaluated and asked."""
+    if not name:
+        raise LiftError("Choose a run first (train one in the Train tab, then press ↻ Refresh runs).")
+    run = find_run(runs_dir, name)
+    state = run.status().get("state")
+    if state in ACTIVE_STATES:
+        raise LiftError(f"Run '{name}' is still {state}; evaluate it once it has finished.")
+    if not run.adapter_dir.exists():
+        raise LiftError(f"Run '{name}' has no trained adapter (it ended as '{state}'), so there is no model to "
+                        "evaluate.")
+    return run

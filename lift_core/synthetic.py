@@ -12,7 +12,7 @@ CLASSIFICATION_KINDS = ("nine_gaussians", "blobs", "circles", "moons", "two_circ
 REGRESSION_KINDS = ("linear", "quadratic", "exponential", "cosine", "l1norm", "piecewise")
 
 
-def make_classification(kind, n=400, noise=0.1, seed=0) -> pd.DataFrame:
+def make_classification(kind, *, n=400, noise=0.1, seed=0) -> pd.DataFrame:
     """n points in 2-D with integer labels, columns x1, x2, y; the same seed gives the same frame."""
     _check_kind(kind, CLASSIFICATION_KINDS, "classification")
     n = _whole_number(n, "n", 2)
@@ -100,7 +100,7 @@ def regression_function(kind, X: np.ndarray) -> np.ndarray:
     return _CURVES[kind](np.asarray(X, dtype=float)).mean(axis=1)
 
 
-def make_regression(kind, n=400, p=1, noise=0.1, seed=0, test_size=0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+def make_regression(kind, *, n=400, p=1, noise=0.1, seed=0, test_size=0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train_df, test_df) with columns x1..xp, y; only the train rows carry noise, test rows are clean."""
     _check_kind(kind, REGRESSION_KINDS, "regression")
     n = _whole_number(n, "n", 2)

@@ -8,101 +8,17 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import torch
 
 from lift_core import data, metrics, models, prompts
+from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run
 from lift_core.runs import Run, create_run
-
-
-@dataclass
-class TrainConfig:
-    data: str = ""
-    target: str = ""
-    features: list[str] | None = None
-    task: str | None = None
-    test_data: str | None = None  # a separate test table; otherwise test_size of `data` is held out
-    template: str = "lift"
-    template_text: str | None = None
-    decimals: int = 2
-    model: str = models.DEFAULT_MODEL
-    quant: str = "auto"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"  # or a comma-separated list of module names
-    # The budget is min(epochs, max_steps): small tables get enough updates, large ones stop at max_steps.
-    epochs: float = 20.0  # 0: no epoch cap, train max_steps
-    max_steps: int = 300  # 0: no cap, run the epochs
-    lr: float = 1e-3
-    warmup: float = 0.06  # share of the steps over which the learning rate rises, then decays linearly to 0
-    batch_size: int = 4
-    test_size: float = 0.2
-    val_size: float = 0.1
-    seed: int = 0
-    logging_steps: int = 0  # 0: about 50 points per run, for the live loss plot
-    eval_steps: int = 0  # 0: 6 evaluations per run (EVALUATIONS_PER_RUN)
-    save_steps: int = 0  # 0: no intermediate checkpoints
-    early_stopping_patience: int = 0  # 0: off; else evaluations without a better validation score
-    eval_samples: int = 5  # regression: samples drawn per test row
-    eval_temperature: float = 0.7
-    trust_remote_code: bool = False
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def lora_settings(self) -> models.LoraSettings:
-        targets = self.lora_targets
-        if targets != "all-linear":
-            targets = [name.strip() for name in targets.split(",") if name.strip()]
-        return models.LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, targets)
-
-    def check(self) -> None:
-        problems = []
-        if self.batch_size < 1:
-            problems.append("batch size must be at least 1")
-        if not 0 < self.lr < 1:
-            problems.append("learning rate must be between 0 and 1")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            problems.append("give a positive number of epochs or max steps")
-        if not 0 <= self.warmup < 1:
-            problems.append("warm-up must be a share of the steps in [0, 1)")
-        if self.lora_r < 1:
-            problems.append("LoRA rank must be at least 1")
-        if not 0 <= self.lora_dropout < 1:
-            problems.append("LoRA dropout must be in [0, 1)")
-        if problems:
-            raise LiftError("Invalid training settings: " + "; ".join(problems) + ".")
-        models.resolve_quantization(self.quant)
-        if self.model not in models.ALIASES:
-            models.resolve_model(self.model)  # a missing local folder fails now; a hub id loads later
-
-
-def build_template(config: TrainConfig, features: list[str], target: str) -> prompts.PromptTemplate:
-    return prompts.PromptTemplate(
-        features=features, target=target, kind=config.template,
-        decimals=config.decimals, text=config.template_text,
-    )
-
-
-def load_splits(config: TrainConfig) -> tuple[data.Dataset, data.Splits]:
-    table = data.load_table(config.data)
-    dataset = data.prepare_dataset(table, config.target, config.features, config.task)
-    if not config.test_data:
-        return dataset, data.split_dataset(dataset, config.test_size, config.val_size, config.seed)
-    test = data.conform_test_table(data.load_table(config.test_data), dataset)
-    # Hold nothing out of the training table for testing: the separate table is the test set.
-    pool = data.split_dataset(dataset, 0.0, config.val_size, config.seed)
-    return dataset, data.Splits(train=pool.train, val=pool.val, test=test)
 
 
 def encode_examples(frame, template, tokenizer) -> list[dict]:
@@ -406,14 +322,6 @@ def _lift_trainer(validator: Validator | None, sampler_groups, **trainer_argumen
     return LiftTrainer(**trainer_arguments)
 
 
-def planned_steps(config: TrainConfig, n_train: int) -> int:
-    """min(epochs, max_steps): enough updates for a small table, no more than max_steps for a large one."""
-    epoch_steps = max(1, math.ceil(math.ceil(n_train / config.batch_size) * config.epochs)) if config.epochs > 0 else 0
-    if config.max_steps > 0:
-        return min(epoch_steps, config.max_steps) if epoch_steps else config.max_steps
-    return epoch_steps
-
-
 # Evaluations per run (validation loss, decision loss and score) when eval_steps is 0.
 EVALUATIONS_PER_RUN = 6
 
@@ -456,7 +364,7 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     from lift_core.predict import Predictor
 
     set_seed(config.seed)
-    template = build_template(config, dataset.features, dataset.target)
+    template = config.template_for(dataset.features, dataset.target)
     loaded = models.load_model(config.model, config.quant, config.trust_remote_code)
     model = models.add_lora(loaded, config.lora_settings())
     tokenizer = loaded.tokenizer
@@ -469,7 +377,7 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
         fallback = float(splits.train[dataset.target].mean()) if dataset.task == "regression" else None
         predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback, config.batch_size * 4)
         validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience)
-    total = planned_steps(config, len(train_set))
+    total = config.planned_steps(len(train_set))
     trainer = _lift_trainer(
         validator, balance_groups(splits.train, dataset.target, dataset.task),
         model=model,
@@ -517,8 +425,8 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     """
     config.check()
     # Bad data fails here, before a run folder exists, so the same --out can be used again.
-    dataset, splits = splits_loaded or load_splits(config)
-    build_template(config, dataset.features, dataset.target)  # a bad template fails here too, before the folder
+    dataset, splits = splits_loaded or data.load_splits(config)
+    config.template_for(dataset.features, dataset.target)  # a bad template fails here too, before the folder
     run = create_run(out_dir, asdict(config))
     run.set_status("running", pid=os.getpid(), started=time.time())
     try:

@@ -5,8 +5,8 @@ from pathlib import Path
 import gradio as gr
 
 from lift_core import models
+from lift_core.launcher import TrainingLauncher
 from lift_ui.context import AppContext
-from lift_ui.runner import TrainingRunner
 from lift_ui.tabs import data_tab, evaluate_tab, explore_tab, prompt_tab, runs_tab, train_tab
 
 TITLE = "LIFT Studio"
@@ -20,7 +20,7 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
         default_model=default_model,
         default_quant=default_quant,
         hardware=models.hardware_summary(),
-        runner=TrainingRunner(runs_dir),
+        launcher=TrainingLauncher(runs_dir),
     )
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():

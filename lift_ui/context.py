@@ -5,8 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lift_core.evaluation import majority_warning
-from lift_ui.runner import TrainingRunner
+from lift_core.launcher import TrainingLauncher
 
 
 @dataclass
@@ -15,7 +14,7 @@ class AppContext:
     default_model: str
     default_quant: str
     hardware: str
-    runner: TrainingRunner
+    launcher: TrainingLauncher
     # Shared components, set by the tab that owns them; tabs are built in order (Data, Prompt, Train, ...).
     data_path: gr.State | None = None          # path of the current table: an uploaded copy or a synthetic set
     target: gr.Dropdown | None = None
@@ -31,14 +30,3 @@ class AppContext:
         path = self.runs_dir / "uploads"
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def error_message(error: Exception) -> str:
-    """How every tab shows a problem with the user's input: in the page, never as a traceback."""
-    return f"⚠️ {error}"
-
-
-def majority_note(results: dict) -> str:
-    """A paragraph to append when a classifier does no better than always answering its commonest class."""
-    warning = majority_warning(results)
-    return f"\n\n⚠️ {warning}" if warning else ""

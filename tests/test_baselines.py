@@ -1,4 +1,5 @@
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -64,12 +65,14 @@ def test_majority_scores_the_share_of_the_training_majority(separable):
 
 def test_classification_suite_reports_every_baseline(separable):
     splits, dataset = separable
+    started = time.perf_counter()
     result = run_baselines(splits, dataset, seed=1)
+    elapsed = time.perf_counter() - started
     assert list(result["name"]) == list(CLASSIFIERS)
     assert {"accuracy", "macro_f1", "log_loss", "fit_seconds"} <= set(result.columns)
-    assert result["accuracy"].between(0, 1).all()
     assert np.isfinite(result["log_loss"].astype(float)).all()
-    assert (result["fit_seconds"] >= 0).all()
+    # Each fit is timed on its own: every one took some time, and together no more than the whole call.
+    assert (result["fit_seconds"] > 0).all() and result["fit_seconds"].sum() <= elapsed
     assert (result.set_index("name").drop(index="majority")["accuracy"] >= 0.85).all()
 
 
@@ -133,8 +136,9 @@ def test_probability_columns_follow_dataset_classes():
     assert (proba[:, 1] == 0).all()
     expected = np.array(dataset.classes)[proba.argmax(axis=1)]
     assert (expected == model.predict(splits.test[["x"]])).all()
-    clear_c = splits.test["x"] > 0.5
-    assert (proba[clear_c.to_numpy(), 2] > 0.5).all()
+    clear_c = splits.test["x"].to_numpy() > 0.5
+    assert clear_c.any()
+    assert (proba[clear_c, 2] > 0.5).all()
     result = run_baselines(splits, dataset, names=["logreg", "majority"])
     assert np.isfinite(result["log_loss"].astype(float)).all()
 

@@ -5,12 +5,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import lift_cli, two_gaussians
+from helpers import lift_cli, two_gaussians
 
+from lift_core import models
 from lift_core.baselines import CLASSIFIERS
 from lift_core.cli import build_parser, train_command, _train_config
+from lift_core.config import TrainConfig
 from lift_core.runs import Run
-from lift_core.training import TrainConfig, planned_steps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,7 +74,7 @@ def test_train_prints_metrics(trained):
     assert float(values["accuracy"]) == pytest.approx(run.eval_results()["accuracy"], abs=1e-3)
     assert run.status()["state"] == "completed"
     # Progress goes to stdout, one line per logging step, with the decision token's loss.
-    total = planned_steps(TrainConfig(epochs=3), run.dataset_info()["n_train"])
+    total = TrainConfig(epochs=3).planned_steps(run.dataset_info()["n_train"])
     assert re.search(rf"^step 1/{total} loss \d\S* decision loss \d", result.stdout, re.M)
 
 
@@ -84,6 +85,7 @@ def test_train_records_absolute_paths(trained, separable_csv):
     assert config["model"] == "tiny" and config["quant"] == "none" and config["lr"] == 5e-3
 
 
+@pytest.mark.slow  # loads the model in a subprocess and predicts: over 10 s
 def test_predict_writes_one_row_per_input(trained, tmp_path):
     run, _ = trained
     table = two_gaussians(n=9, seed=7).drop(columns="y").assign(note=[f"row {i}" for i in range(9)])
@@ -100,6 +102,7 @@ def test_predict_writes_one_row_per_input(trained, tmp_path):
     assert (predicted["y_pred"] == truth).mean() >= 0.8
 
 
+@pytest.mark.slow  # loads the model in a subprocess and predicts: over 10 s
 def test_boundary_writes_the_grid(trained, tmp_path):
     run, _ = trained
     out = tmp_path / "grid.csv"
@@ -133,7 +136,7 @@ def test_baselines_prints_every_classifier(separable_csv, tmp_path):
 def test_models_lists_the_aliases():
     result = ok(lift_cli("models"))
     lines = result.stdout.splitlines()
-    assert "CPU" in lines[0]
+    assert lines[0] == models.hardware_summary()  # the machine's own line, CPU or GPU
     listed = {line.split()[0] for line in lines[1:] if line.startswith("  ")}
     assert {"smollm2-135m", "tiny", "HuggingFaceTB/SmolLM2-135M-Instruct"} <= listed
     assert "NOT pretrained" in next(line for line in lines if line.split()[:1] == ["tiny"])

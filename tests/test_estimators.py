@@ -6,19 +6,35 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_FAST, two_gaussians
+from helpers import TINY_FAST, two_gaussians
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
 from sklearn.model_selection import cross_val_score
+from sklearn.utils import estimator_checks
 
 from lift_core import LiftClassifier, LiftError, LiftRegressor, synthetic
+from lift_core.config import TrainConfig
 from lift_core.models import DEFAULT_MODEL
-from lift_core.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # The estimators' own names for two TrainConfig fields.
 RENAMED = {"samples": "eval_samples", "temperature": "eval_temperature"}
+
+# scikit-learn's own checks of the estimator contract that need no fit (a fit trains a model).
+CONTRACT_CHECKS = [
+    estimator_checks.check_parameters_default_constructible,
+    estimator_checks.check_no_attributes_set_in_init,
+    estimator_checks.check_get_params_invariance,
+    estimator_checks.check_set_params,
+    estimator_checks.check_do_not_raise_errors_in_init_or_set_params,
+    estimator_checks.check_estimator_cloneable,
+    estimator_checks.check_estimator_repr,
+    estimator_checks.check_mixin_order,
+    estimator_checks.check_valid_tag_types,
+    estimator_checks.check_estimators_unfitted,
+]
 
 
 # ---- parameters ---------------------------------------------------------------------------------------------
@@ -44,6 +60,22 @@ def test_set_params_and_clone(cls):
     assert copy.get_params() == params
     with pytest.raises(ValueError):
         estimator.set_params(no_such_parameter=1)
+
+
+@pytest.mark.parametrize("check", CONTRACT_CHECKS, ids=lambda check: check.__name__)
+@pytest.mark.parametrize("cls", [LiftClassifier, LiftRegressor])
+def test_scikit_learn_contract_without_a_fit(cls, check):
+    check(cls.__name__, cls())
+
+
+@pytest.mark.parametrize("cls", [LiftClassifier, LiftRegressor])
+def test_get_params_set_params_round_trip(cls):
+    """Every parameter, changed from its default, is read back as set, and a clone carries them all."""
+    defaults = cls().get_params()
+    changed = {name: f"not-{value}" if isinstance(value, str) else [value] for name, value in defaults.items()}
+    estimator = cls().set_params(**changed)
+    assert estimator.get_params() == changed != defaults
+    assert clone(estimator).get_params() == changed
 
 
 def test_predict_before_fit():
@@ -194,21 +226,36 @@ def regressor(model_cache):
     return model, test.head(10)
 
 
-def test_regressor_predict_with_std(regressor):
+def test_regressor_predict_with_std(regressor, monkeypatch):
     model, test = regressor
     mean, std = model.predict(test[["x1"]], return_std=True)
     assert isinstance(mean, np.ndarray) and isinstance(std, np.ndarray)
     assert mean.shape == std.shape == (len(test),)
-    assert np.isfinite(mean).all() and (std >= 0).all()
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
     plain = model.predict(test[["x1"]].to_numpy())
     assert isinstance(plain, np.ndarray) and plain.shape == (len(test),) and np.isfinite(plain).all()
 
+    # With canned draws the answer is known: the mean and (population) std of the readable draws, which the
+    # estimator asks for `samples` at a time, at its `temperature`.
+    draws = []
 
-def test_regressor_run_and_score(regressor):
+    def canned(frame, k, temperature, progress=None):
+        draws.append((len(frame), k, temperature))
+        return [[" 1.00@@@", " 3.00@@@", "junk"][:k]] * len(frame)
+
+    monkeypatch.setattr(model.predictor_, "sample_answers", canned)
+    mean, std = model.predict(test[["x1"]], return_std=True)
+    assert mean.tolist() == [2.0] * len(test) and std.tolist() == [1.0] * len(test)
+    assert {(k, temperature) for _, k, temperature in draws} == {(3, model.temperature)}
+    assert sum(rows for rows, _, _ in draws) == len(test)
+    assert model.score(test[["x1"]], test["y"]) == pytest.approx(r2_score(test["y"], np.full(len(test), 2.0)))
+
+
+def test_regressor_run(regressor):
     model, test = regressor
     info = model.run_.dataset_info()
     assert info["task"] == "regression" and info["n_test"] == 0
-    assert isinstance(model.score(test[["x1"]], test["y"]), float)
+    assert info["n_train"] + info["n_val"] == 80
     assert model.get_params()["samples"] == 3
 
 

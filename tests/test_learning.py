@@ -5,14 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_FAST, two_gaussians
+from helpers import train_tiny, two_gaussians
 
 from lift_core import models
+from lift_core.config import TrainConfig
 from lift_core.evaluation import majority_warning
 from lift_core.predict import Predictor
 from lift_core.prompts import PromptTemplate
-from lift_core.training import (PadCollator, StratifiedSampler, TrainConfig, answer_loss, balance_groups,
-                                decision_offset, encode_examples, planned_steps, run_training)
+from lift_core.training import (PadCollator, StratifiedSampler, answer_loss, balance_groups, decision_offset,
+                                encode_examples)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -125,21 +126,18 @@ def test_balance_groups_are_classes_or_target_quintiles():
 
 def test_budget_is_epochs_capped_by_max_steps():
     config = TrainConfig(epochs=20, max_steps=300, batch_size=4)
-    assert planned_steps(config, 40) == 200  # a small table gets its 20 epochs
-    assert planned_steps(config, 10_000) == 300  # a large one stops at max_steps
-    assert planned_steps(TrainConfig(epochs=3, max_steps=0, batch_size=8), 144) == 54
-    assert planned_steps(TrainConfig(epochs=0, max_steps=7), 144) == 7
+    assert config.planned_steps(40) == 200  # a small table gets its 20 epochs
+    assert config.planned_steps(10_000) == 300  # a large one stops at max_steps
+    assert TrainConfig(epochs=3, max_steps=0, batch_size=8).planned_steps(144) == 54
+    assert TrainConfig(epochs=0, max_steps=7).planned_steps(144) == 7
 
 
 # ---- keeping the best evaluation -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def best_run(tmp_path_factory, model_cache):
-    folder = tmp_path_factory.mktemp("best")
-    two_gaussians(n=120).to_csv(folder / "data.csv", index=False)
-    config = TrainConfig(data=str(folder / "data.csv"), target="y", **{**TINY_FAST, "epochs": 4}, eval_steps=3,
-                         val_size=0.25)
-    return run_training(config, folder / "run")
+    _, run = train_tiny(tmp_path_factory.mktemp("best"), two_gaussians(n=120), epochs=4, eval_steps=3, val_size=0.25)
+    return run
 
 
 def test_metrics_log_the_decision_loss_and_the_validation_score(best_run):
@@ -184,4 +182,5 @@ def test_eval_json_records_the_majority_share(best_run):
     test, train = best_run.split("test"), best_run.split("train")
     commonest = train["y"].astype(str).mode().iloc[0]
     assert results["majority_accuracy"] == pytest.approx(np.mean(test["y"].astype(str) == commonest))
-    assert results["eval_seconds"] > 0
+    status = best_run.status()
+    assert 0 < results["eval_seconds"] <= status["finished"] - status["started"]  # a part of the run's time

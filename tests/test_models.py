@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_resolved_again_unchanged
 
 from lift_core import models
 from lift_core.errors import LiftError
@@ -38,10 +39,7 @@ def test_tiny_builds_into_the_cache(tiny_path, model_cache):
 
 
 def test_tiny_is_built_once(tiny_path):
-    weights = next(tiny_path.glob("*.safetensors"))
-    before = weights.stat().st_mtime_ns
-    assert models.resolve_model("tiny") == str(tiny_path)
-    assert weights.stat().st_mtime_ns == before
+    assert_resolved_again_unchanged("tiny", tiny_path)
 
 
 def test_tiny_build_is_reproducible(tiny_path, tmp_path, monkeypatch):
@@ -192,9 +190,10 @@ def test_lora_on_a_4bit_model():
 
 # ---- hardware -----------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only summary")
-def test_hardware_summary_mentions_cpu():
+def test_hardware_summary_names_the_device_torch_uses():
     summary = models.hardware_summary()
-    assert "CPU" in summary
-    assert f"{os.cpu_count()} cores" in summary
-    assert "GiB RAM" in summary
+    if torch.cuda.is_available():
+        assert summary.startswith("GPU: ") and torch.cuda.get_device_name(0) in summary
+    else:
+        assert summary.startswith("CPU only: ") and f"{os.cpu_count()} cores" in summary
+    assert "GiB" in summary

@@ -50,6 +50,12 @@ def naive_scores(model, tokenizer, template, frame, classes):
     return scores
 
 
+def normalized_entropy(shares: np.ndarray) -> np.ndarray:
+    """Each row's entropy over log(number of classes): 0 for a certain row, 1 for an even one."""
+    logs = np.log(np.where(shares > 0, shares, 1.0))
+    return -(shares * logs).sum(1) / np.log(shares.shape[1])
+
+
 # ---- label scoring ------------------------------------------------------------------------------------------
 
 def test_labels_have_different_token_lengths(tiny, template):
@@ -96,14 +102,13 @@ def test_probabilities_sum_to_one(tiny, template, rows):
     result = predictor.predict(rows)
     assert list(result.columns) == ["y_pred", "p_cat", "p_horse", "p_ox", "spread", "invalid"]
     proba = result[["p_cat", "p_horse", "p_ox"]].to_numpy()
-    assert ((proba >= 0) & (proba <= 1)).all()
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
     expected = naive_scores(model, tokenizer, template, rows, ANIMALS)
     softmax = np.exp(expected - expected.max(1, keepdims=True))
     np.testing.assert_allclose(proba, softmax / softmax.sum(1, keepdims=True), atol=1e-4)
     assert result["y_pred"].tolist() == [ANIMALS[i] for i in expected.argmax(1)]
     assert (result["invalid"] == 0).all()
-    assert ((result["spread"] >= 0) & (result["spread"] <= 1)).all()
+    np.testing.assert_allclose(result["spread"], normalized_entropy(proba), atol=1e-6)
 
 
 def test_batched_prediction_keeps_row_order(tiny, template, rows):
@@ -166,12 +171,16 @@ def test_vote_shares(trained, trained_predictor):
     result = predictor.predict(test, samples=5, temperature=1.0)
     assert list(result.columns) == ["y_pred", "p_0", "p_1", "spread", "invalid"]
     shares = result[["p_0", "p_1"]].to_numpy()
-    assert ((shares >= 0) & (shares <= 1)).all()
-    assert ((result["invalid"] >= 0) & (result["invalid"] <= 1)).all()
-    np.testing.assert_allclose(shares.sum(1) + result["invalid"], 1.0, atol=1e-9)
-    # Five votes per row: every share is a multiple of 1/5.
-    np.testing.assert_allclose(shares * 5, np.round(shares * 5), atol=1e-9)
-    assert ((result["spread"] >= 0) & (result["spread"] <= 1)).all()
+    # Five votes per row, each for a class or invalid: every share is a count of votes over 5.
+    votes = np.column_stack([shares, result["invalid"]]) * 5
+    np.testing.assert_allclose(votes, np.round(votes), atol=1e-9)
+    assert (np.round(votes).sum(1) == 5).all() and (np.round(votes) >= 0).all()
+    # The spread is the entropy of the valid votes; a row without one is as uncertain as can be.
+    spread, voted = result["spread"].to_numpy(), shares.sum(1) > 0
+    assert voted.any()
+    valid_shares = shares[voted] / shares[voted].sum(1, keepdims=True)
+    np.testing.assert_allclose(spread[voted], normalized_entropy(valid_shares), atol=1e-9)
+    assert (spread[~voted] == 1).all()
     # The trained model mostly answers in the right form, and its winning votes are right.
     assert result["invalid"].mean() <= 0.5
     voted = result["y_pred"].notna()

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 
 from lift_core import estimate, models
+from lift_core.config import TrainConfig
+from lift_core.data import load_splits
 from lift_core.errors import LiftError
 from lift_core.estimate import EVAL_ROWS_PER_S, TINY_CPU_TOKENS_PER_S, estimate_duration
 from lift_core.presets import PRESET_FIELDS, PRESETS, apply_preset
 from lift_core.runs import create_run
-from lift_core.training import TrainConfig, build_template, encode_examples, load_splits
+from lift_core.training import encode_examples
 
 
 # ---------- presets ----------
@@ -45,7 +47,7 @@ def tiny_config(tmp_path):
 
 def tokens_per_example(config: TrainConfig) -> float:
     dataset, splits = load_splits(config)
-    template = build_template(config, dataset.features, dataset.target)
+    template = config.template_for(dataset.features, dataset.target)
     examples = encode_examples(splits.train, template, models.load_tokenizer(config.model))
     return sum(len(example["input_ids"]) for example in examples) / len(examples)
 

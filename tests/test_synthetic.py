@@ -90,6 +90,7 @@ def test_blobs_spread_follows_noise():
 def test_circles_without_noise_have_radii_1_and_half():
     frame = make_classification("circles", n=200, noise=0.0)
     radius = np.hypot(frame["x1"], frame["x2"])
+    assert (frame["y"] == 0).sum() == (frame["y"] == 1).sum() == 100  # neither selection below is empty
     assert np.allclose(radius[frame["y"] == 0], 1.0)
     assert np.allclose(radius[frame["y"] == 1], 0.5)
 
@@ -97,6 +98,7 @@ def test_circles_without_noise_have_radii_1_and_half():
 def test_moons_without_noise_are_two_half_circles():
     frame = make_classification("moons", n=200, noise=0.0)
     upper, lower = frame[frame["y"] == 0], frame[frame["y"] == 1]
+    assert len(upper) == len(lower) == 100
     assert np.allclose(np.hypot(upper["x1"], upper["x2"]), 1.0)
     assert np.allclose(np.hypot(lower["x1"] - 1, lower["x2"] - 0.5), 1.0)
 

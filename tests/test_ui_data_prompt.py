@@ -3,8 +3,6 @@
 Each test loads its own table first: the data path is per-session state, and the module's tests share one client.
 """
 
-import base64
-import json
 import re
 
 import numpy as np
@@ -12,6 +10,7 @@ import pandas as pd
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+from helpers import plotly_array, plotly_json
 
 from lift_core.synthetic import make_classification
 
@@ -25,13 +24,6 @@ def load(client, *args, api_name) -> dict:
 
 def choices(update) -> list:
     return [value for _, value in update["choices"]]
-
-
-def coordinates(values) -> np.ndarray:
-    """Plotly's JSON holds numeric arrays as base64 typed arrays ({"dtype", "bdata"})."""
-    if isinstance(values, dict):
-        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
-    return np.asarray(values)
 
 
 WRITERS = {
@@ -125,9 +117,9 @@ def test_synthetic_moons_gives_a_table_of_n_rows_and_a_scatter(client, app_serve
     assert len(written) == 60 and list(written.columns) == ["x1", "x2", "y"]
     assert shown["target"]["value"] == "y" and shown["features"]["value"] == ["x1", "x2"]
     assert shown["plot"]["visible"] is True
-    traces = json.loads(shown["plot"]["value"]["plot"])["data"]
+    traces = plotly_json(shown["plot"]["value"])["data"]
     assert sorted(trace["name"] for trace in traces) == ["0", "1"]  # one coloured trace per class
-    assert sum(len(coordinates(trace["x"])) for trace in traces) == 60
+    assert sum(len(plotly_array(trace["x"])) for trace in traces) == 60
 
 
 def test_synthetic_regression_keeps_a_clean_test_table(client, app_server):

@@ -1,22 +1,22 @@
-"""The Train and Runs tabs through the web API (gradio_client), plus their figures and the runner on their own."""
+"""The Train and Runs tabs through the web API (gradio_client), plus their figures and the launcher on their own."""
 
 import json
 import re
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import figure_points, new_client, plotly_json, wait_for, write_table
 
+from lift_core import launcher as launcher_module
+from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
+from lift_core.launcher import TrainingLauncher
 from lift_core.presets import PRESET_FIELDS
 from lift_core.runs import Run, create_run
-from lift_core.training import TrainConfig
-from lift_ui import runner as runner_module
 from lift_ui.figures.training import loss_curve, overlay
-from lift_ui.runner import TrainingRunner
 from lift_ui.tabs.train_tab import failure_message
 
 POLL_TIMEOUT_S = 60
@@ -66,187 +66,225 @@ def test_failure_message_shows_exit_code_log_and_an_out_of_memory_hint(tmp_path)
     assert "batch size" not in failure_message(run, run.status())
 
 
-# ---------- the runner ----------
+# ---------- the launcher ----------
 
-def test_runner_refuses_a_second_start_and_a_new_runner_reattaches(tmp_path, monkeypatch):
-    table = tmp_path / "table.csv"
-    pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10}).to_csv(table, index=False)
-    # A stand-in for the training process: the runner only cares that it lives.
-    monkeypatch.setattr(runner_module, "train_command",
+def test_launcher_refuses_a_second_start_and_a_new_launcher_reattaches(tmp_path, monkeypatch):
+    table = write_table(pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10}), tmp_path / "table.csv")
+    # A stand-in for the training process: the launcher only cares that it lives.
+    monkeypatch.setattr(launcher_module, "train_command",
                         lambda config, out: [sys.executable, "-c", "import time; time.sleep(60)"])
-    runner = TrainingRunner(tmp_path / "runs")
-    config = TrainConfig(data=str(table), target="y", model="tiny")
-    run = runner.start(config)
+    launcher = TrainingLauncher(tmp_path / "runs")
+    config = TrainConfig(data=table, target="y", model="tiny")
+    run = launcher.start(config)
     with pytest.raises(LiftError, match="busy"):
-        runner.start(config)
+        launcher.start(config)
 
-    reopened = TrainingRunner(tmp_path / "runs")  # as after a server restart
+    reopened = TrainingLauncher(tmp_path / "runs")  # as after a server restart
     assert reopened.active_run().path == run.path
     assert reopened.latest_run().path == run.path
     with pytest.raises(LiftError, match="busy"):
         reopened.start(config)
 
-    stopping, outcome = runner.stop()
+    stopping, outcome = launcher.stop()
     assert stopping.path == run.path and outcome == "requested"  # the stand-in ignores the request
-    assert runner.stop()[1] == "waiting"  # a double click does not kill
-    assert runner.active_run() is not None
-    monkeypatch.setattr(runner_module, "FORCE_AFTER_S", 0)
-    assert runner.stop()[1] == "killed"
-    deadline = time.time() + 10
-    while run.status()["state"] != "failed" and time.time() < deadline:
-        time.sleep(0.1)
-    assert runner.active_run() is None
+    assert launcher.stop()[1] == "waiting"  # a double click does not kill
+    assert launcher.active_run() is not None
+    monkeypatch.setattr(launcher_module, "FORCE_AFTER_S", 0)
+    assert launcher.stop()[1] == "killed"
+    wait_for(lambda: run.status()["state"], lambda state: state == "failed", timeout=10,
+             what="the killed run to be marked failed", interval=0.1)
+    assert launcher.active_run() is None
     assert run.status()["error"].startswith("Stopped by force")
-    assert run.config()["model"] == "tiny"  # recorded by the runner, so the failed run is listed
+    assert run.config()["model"] == "tiny"  # recorded by the launcher, so the failed run is listed
 
 
-def test_runner_reports_bad_data_or_template_before_making_a_run_folder(tmp_path):
-    table = tmp_path / "table.csv"
-    pd.DataFrame({"x": range(20), "y": [0, 1] * 10}).to_csv(table, index=False)
-    runner = TrainingRunner(tmp_path / "runs")
+def test_launcher_reports_bad_data_or_template_before_making_a_run_folder(tmp_path):
+    table = write_table(pd.DataFrame({"x": range(20), "y": [0, 1] * 10}), tmp_path / "table.csv")
+    launcher = TrainingLauncher(tmp_path / "runs")
     with pytest.raises(LiftError, match="missing"):
-        runner.start(TrainConfig(data=str(table), target="missing", model="tiny"))
+        launcher.start(TrainConfig(data=table, target="missing", model="tiny"))
     with pytest.raises(LiftError, match="unknown column"):
-        runner.start(TrainConfig(data=str(table), target="y", model="tiny", template="custom", template_text="{z}"))
+        launcher.start(TrainConfig(data=table, target="y", model="tiny", template="custom", template_text="{z}"))
     assert list((tmp_path / "runs").iterdir()) == []
 
 
 # ---------- the web app ----------
+# Every run a test needs comes from a module-scoped fixture that makes it on first use, so any test passes alone or
+# in any order; tests that only look share the runs, a test that deletes a run makes its own.
 
-def figure_points(plot: dict) -> int:
-    return sum(len(trace.get("y") or []) for trace in json.loads(plot["plot"])["data"])
-
-
-def poll_status(client, done, timeout=POLL_TIMEOUT_S):
-    """Call /status (as the page's timer does) until done(plot, progress, log, state) or the timeout."""
-    deadline = time.time() + timeout
-    while True:
-        plot, progress, log, state, _ = client.predict(False, 0, api_name="/status")
-        if done(plot, progress, log, state) or time.time() > deadline:
-            return plot, progress, log, state
-        time.sleep(0.5)
+def poll_status(client, done, what, timeout=POLL_TIMEOUT_S):
+    """Calls /status (as the page's timer does) until done(plot, progress, log, state); returns those four."""
+    return wait_for(lambda: tuple(client.predict(False, 0, api_name="/status")[:4]), lambda outputs: done(*outputs),
+                    timeout=timeout, what=what, interval=0.5)
 
 
-def newest_run(app_server) -> Run:
-    folders = [path for path in Path(app_server["runs_dir"]).iterdir() if (path / "launcher.json").exists()]
-    return Run(max(folders, key=lambda path: (path / "launcher.json").stat().st_mtime))
+def started_run(message: str) -> str:
+    """The name of the run that Start's message announces."""
+    match = re.match(r"Started run `(\S+)`\.", message)
+    assert match, message
+    return match.group(1)
+
+
+def run_folders(app_server) -> set[str]:
+    return {path.name for path in Path(app_server["runs_dir"]).iterdir()}
+
+
+def open_runs_tab(client):
+    """/runs, as opening the Runs tab does: the table, and the run choices of the client's session refreshed."""
+    return client.predict(None, [], api_name="/runs")
 
 
 @pytest.fixture(scope="module")
-def runs(client, app_server):
-    """Names of the runs the web tests make, by what they ended as."""
+def loaded(client):
+    """The module's client, with a synthetic table loaded in its Data tab."""
     client.predict("blobs", 100, 0.1, 0, 1, api_name="/synth")
-    return {}
+    return client
+
+
+@pytest.fixture(scope="module")
+def completed_run(loaded):
+    """A 30-step tiny run trained to the end: its name, Start's message, the last /status outputs, and the estimate
+    asked for right after it."""
+    message = loaded.predict(**TINY, max_steps=30, logging_steps=5, api_name="/start")
+    status = poll_status(loaded, lambda plot, progress, log, state: "completed" in state, "the run to complete")
+    estimate = loaded.predict(**TINY, max_steps=30, api_name="/estimate")
+    return {"name": started_run(message), "message": message, "status": status, "estimate": estimate}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(loaded, app_server):
+    """A long tiny run stopped once its loss curve shows, and what the app answered on the way: a second Start,
+    deleting the running run, Stop, and Stop once more after the run stopped."""
+    seen = {"message": loaded.predict(**TINY, max_steps=100_000, api_name="/start")}
+    seen["name"] = started_run(seen["message"])
+    try:
+        seen["second_start"] = loaded.predict(**TINY, max_steps=30, api_name="/start")
+        poll_status(loaded, lambda plot, progress, log, state: figure_points(plot) > 0, "the first loss points")
+        open_runs_tab(loaded)
+        seen["delete"] = loaded.predict(seen["name"], True, [], api_name="/delete_run")[0]
+        seen["kept_while_running"] = (app_server["runs_dir"] / seen["name"]).is_dir()
+        seen["stop"] = loaded.predict(api_name="/stop")
+        seen["status"] = poll_status(loaded, lambda plot, progress, log, state: "stopped" in state, "the run to stop")
+        seen["stop_again"] = loaded.predict(api_name="/stop")
+    finally:
+        launcher = TrainingLauncher(app_server["runs_dir"])
+        if launcher.active_run() is not None:  # something above failed: leave no training behind
+            launcher.stop()
+    return seen
+
+
+@pytest.fixture(scope="module")
+def failed_run(loaded):
+    """A run of a hub id: it passes the checks at Start, then cannot be loaded (the hub is offline in tests)."""
+    message = loaded.predict(**{**TINY, "model": "no-such-org/no-such-model"}, max_steps=5, api_name="/start")
+    # The launcher records the exit code a moment after the run itself says it failed.
+    status = poll_status(loaded, lambda plot, progress, log, state: "exit code" in state, "the exit code")
+    return {"name": started_run(message), "message": message, "status": status}
 
 
 def test_start_without_data_says_so(app_server):
-    from gradio_client import Client
-
-    fresh = Client(app_server["url"], verbose=False)  # a new session: nothing loaded in its Data tab
+    before = run_folders(app_server)
+    fresh = new_client(app_server["url"])  # a new session: nothing loaded in its Data tab
     message = fresh.predict(**{**TINY, "target": None}, api_name="/start")
     assert "No data loaded" in message
-    assert not any(Path(app_server["runs_dir"]).glob("*/launcher.json"))
+    assert run_folders(app_server) == before
 
 
-def test_show_command_reproduces_the_settings(client, runs):
-    command, message = client.predict(**TINY, max_steps=30, api_name="/show_command")
+def test_show_command_reproduces_the_settings(loaded):
+    command, message = loaded.predict(**TINY, max_steps=30, api_name="/show_command")
     assert message == ""
     assert command.startswith("python -m lift_core train --data ")
     assert "--model tiny" in command and "--max-steps 30" in command and "--target y" in command
 
 
-def test_presets_fill_the_settings_and_estimate_gives_the_steps(client, runs):
-    paper = dict(zip(PRESET_FIELDS, client.predict("Paper", api_name="/preset")))
+def test_presets_fill_the_settings_and_estimate_gives_the_steps(loaded):
+    paper = dict(zip(PRESET_FIELDS, loaded.predict("Paper", api_name="/preset")))
     assert paper["lr"] == 1e-4 and paper["lora_r"] == 16 and paper["max_steps"] == 0
-    # No run of the tiny model here yet: a rough guess on a CPU, "unknown" on a GPU.
-    assert client.predict(**TINY, max_steps=30, api_name="/estimate").startswith("Estimated: 30 steps")
+    # Measured on a past run, a rough guess without one (on a CPU), or unknown (on a GPU): always the steps.
+    assert loaded.predict(**TINY, max_steps=30, api_name="/estimate").startswith("Estimated: 30 steps")
 
 
-def test_a_tiny_run_trains_to_completion_with_a_live_loss_curve(client, runs, app_server):
-    message = client.predict(**TINY, max_steps=30, logging_steps=5, api_name="/start")
-    assert re.fullmatch(r"Started run `\S+`\.", message)  # at once: the estimate follows in its own line
-    plot, progress, log, state = poll_status(client, lambda plot, progress, log, state: "completed" in state)
+def test_a_tiny_run_trains_to_completion_with_a_live_loss_curve(completed_run):
+    assert re.fullmatch(r"Started run `\S+`\.", completed_run["message"])  # at once: the estimate follows apart
+    plot, progress, log, state = completed_run["status"]
     assert "completed" in state and "accuracy" in state
     assert figure_points(plot) >= 7  # steps 1, 5, ..., 30
     assert "step 30/30" in progress
     assert "step 30/30" in log
-    runs["completed"] = newest_run(app_server).name
     # The next estimate is measured on this run.
-    assert runs["completed"] in client.predict(**TINY, max_steps=30, api_name="/estimate")
+    assert completed_run["name"] in completed_run["estimate"]
 
 
-def test_one_training_at_a_time_and_stop_keeps_the_adapter(client, runs, app_server):
-    assert client.predict(**TINY, max_steps=100_000, api_name="/start").startswith("Started run")
-    assert "busy" in client.predict(**TINY, max_steps=30, api_name="/start")
-    poll_status(client, lambda plot, progress, log, state: figure_points(plot) > 0)
-    active = newest_run(app_server)
-
-    client.predict(None, [], api_name="/runs")
-    refused = client.predict(active.name, True, [], api_name="/delete_run")[0]
-    assert "stop it" in refused and active.path.is_dir()
-
-    assert "Stopping run" in client.predict(api_name="/stop")
-    plot, progress, log, state = poll_status(client, lambda plot, progress, log, state: "stopped" in state)
-    assert "stopped" in state
-    assert (active.adapter_dir / "adapter_config.json").exists()
-    assert "No training is running" in client.predict(api_name="/stop")
-    runs["stopped"] = active.name
+def test_one_training_at_a_time_and_stop_keeps_the_adapter(stopped_run, app_server):
+    assert "busy" in stopped_run["second_start"]
+    assert "stop it" in stopped_run["delete"] and stopped_run["kept_while_running"]
+    assert "Stopping run" in stopped_run["stop"]
+    assert "stopped" in stopped_run["status"][3]
+    assert (Run(app_server["runs_dir"] / stopped_run["name"]).adapter_dir / "adapter_config.json").exists()
+    assert "No training is running" in stopped_run["stop_again"]
 
 
-def test_a_missing_model_folder_is_refused_before_a_run_starts(client, app_server):
-    before = {path.name for path in app_server["runs_dir"].iterdir()}
-    message = client.predict(**{**TINY, "model": "/no/such/model"}, max_steps=5, api_name="/start")
+def test_a_missing_model_folder_is_refused_before_a_run_starts(loaded, app_server):
+    before = run_folders(app_server)
+    message = loaded.predict(**{**TINY, "model": "/no/such/model"}, max_steps=5, api_name="/start")
     assert message.startswith("⚠️") and "/no/such/model" in message and "does not exist" in message
-    assert {path.name for path in app_server["runs_dir"].iterdir()} == before
+    assert run_folders(app_server) == before
 
 
-def test_a_failed_run_shows_its_exit_code_and_log(client, runs, app_server):
-    # A hub id passes the checks at Start, then cannot be loaded: the hub is offline in tests.
-    message = client.predict(**{**TINY, "model": "no-such-org/no-such-model"}, max_steps=5, api_name="/start")
-    assert message.startswith("Started run")
-    # The runner records the exit code a moment after the run itself says it failed.
-    plot, progress, log, state = poll_status(client, lambda plot, progress, log, state: "exit code" in state)
+def test_a_failed_run_shows_its_exit_code_and_log(failed_run):
+    plot, progress, log, state = failed_run["status"]
     assert "failed" in state and "exit code 2" in state and "no-such-org/no-such-model" in state
-    runs["failed"] = newest_run(app_server).name
 
 
-def test_runs_lists_every_run(client, runs):
-    table, selected, compared = client.predict(None, [], api_name="/runs")
-    states = dict((row[0], row[1]) for row in table["data"])
-    assert states == {name: state for state, name in runs.items()}
+def test_runs_lists_every_run(client, completed_run, stopped_run, failed_run, app_server):
+    table, selected, compared = open_runs_tab(client)
+    states = {row[0]: row[1] for row in table["data"]}
+    # Every run folder of the server, these three among them with how they ended.
+    assert set(states) == {path.name for path in app_server["runs_dir"].iterdir() if (path / "config.json").exists()}
+    assert [states[run["name"]] for run in (completed_run, stopped_run, failed_run)] == [
+        "completed", "stopped", "failed"]
     assert selected["value"] == table["data"][0][0]  # the newest run is opened
-    assert sorted(name for name, _ in selected["choices"]) == sorted(runs.values())
+    assert sorted(name for name, _ in selected["choices"]) == sorted(states)
 
 
-def test_run_details_show_curve_config_and_metrics(client, runs):
-    plot, overview, evaluation, config = client.predict(runs["completed"], False, api_name="/run_details")
+def test_run_details_show_curve_config_and_metrics(client, completed_run, app_server):
+    open_runs_tab(client)
+    plot, overview, evaluation, config = client.predict(completed_run["name"], False, api_name="/run_details")
     assert figure_points(plot) >= 7
     assert "completed" in overview
-    assert 0 <= evaluation["accuracy"] <= 1
+    # The run's eval.json, whose accuracy is the share of right answers in its saved test predictions.
+    run = Run(app_server["runs_dir"] / completed_run["name"])
+    predictions = pd.read_csv(run.file("predictions.csv"))
+    assert evaluation == run.eval_results()
+    assert evaluation["accuracy"] == pytest.approx((predictions["y_pred"] == predictions["y_true"]).mean())
     assert json.loads(config)["model"] == "tiny"
     with pytest.raises(Exception, match="not in the list of choices"):  # nothing outside the runs folder
         client.predict("../outside", False, api_name="/run_details")
 
 
-def test_overlay_draws_every_selected_run(client, runs):
-    plot = client.predict([runs["completed"], runs["stopped"]], True, api_name="/overlay")
-    names = {trace["name"] for trace in json.loads(plot["plot"])["data"]}
-    assert f"{runs['completed']}: train loss" in names and f"{runs['stopped']}: train loss" in names
+def test_overlay_draws_every_selected_run(client, completed_run, stopped_run):
+    open_runs_tab(client)
+    plot = client.predict([completed_run["name"], stopped_run["name"]], True, api_name="/overlay")
+    names = {trace["name"] for trace in plotly_json(plot)["data"]}
+    assert f"{completed_run['name']}: train loss" in names and f"{stopped_run['name']}: train loss" in names
 
 
-def test_download_adapter_is_a_zip_of_the_adapter(client, runs):
-    path, message = client.predict(runs["completed"], api_name="/download_adapter")
+def test_download_adapter_is_a_zip_of_the_adapter(client, completed_run, failed_run):
+    open_runs_tab(client)
+    path, message = client.predict(completed_run["name"], api_name="/download_adapter")
     assert message == ""
     assert "adapter_config.json" in zipfile.ZipFile(path).namelist()
-    path, message = client.predict(runs["failed"], api_name="/download_adapter")
+    path, message = client.predict(failed_run["name"], api_name="/download_adapter")
     assert path is None and "no adapter" in message
 
 
-def test_delete_run_needs_confirmation(client, runs, app_server):
-    folder = Path(app_server["runs_dir"]) / runs["failed"]
-    message, *_ = client.predict(runs["failed"], False, [], api_name="/delete_run")
-    assert "confirm" in message and folder.is_dir()
-    message, confirm, table, selected, compared = client.predict(runs["failed"], True, [], api_name="/delete_run")
+def test_delete_run_needs_confirmation(client, app_server):
+    run = create_run(app_server["runs_dir"] / "to-delete", {"model": "tiny"})  # a run of this test's own
+    run.set_status("failed", error="made up for this test")
+    open_runs_tab(client)
+    message, *_ = client.predict(run.name, False, [], api_name="/delete_run")
+    assert "confirm" in message and run.path.is_dir()
+    message, confirm, table, selected, compared = client.predict(run.name, True, [], api_name="/delete_run")
     assert "Deleted" in message and confirm is False
-    assert not folder.exists()
-    assert runs["failed"] not in [row[0] for row in table["data"]]
+    assert not run.path.exists()
+    assert run.name not in [row[0] for row in table["data"]]

@@ -1,9 +1,8 @@
 """Data tab: upload a table or generate one of LIFT's synthetic sets, then choose the target, features and task."""
 
-import functools
 import hashlib
-import os
 import shutil
+from functools import lru_cache, partial
 from pathlib import Path
 
 import gradio as gr
@@ -11,7 +10,9 @@ import pandas as pd
 
 from lift_core import data, synthetic
 from lift_core.errors import LiftError
-from lift_ui.context import AppContext, error_message
+from lift_core.files import write_atomically
+from lift_ui.common import error_message
+from lift_ui.context import AppContext
 from lift_ui.figures.data import scatter
 
 PREVIEW_ROWS = 20
@@ -19,10 +20,11 @@ MAX_PLOTTED_ROWS = 5000  # more points only slow the browser down without showin
 TASK_CHOICES = ("auto",) + data.TASKS
 SYNTHETIC_KINDS = synthetic.CLASSIFICATION_KINDS + synthetic.REGRESSION_KINDS
 _TARGET_NAMES = ("y", "target", "label", "class")  # column names that usually hold the answer
+TABLE_OUTPUTS = 10  # what a load shows: path, message, info, preview, summary, target, features, task, note, plot
 _NO_DATA = "Load a table in the Data tab first: upload a file or generate a synthetic set."
 
 
-@functools.lru_cache(maxsize=4)
+@lru_cache(maxsize=4)
 def read_table(path: str) -> pd.DataFrame:
     """The table at `path`, read once: every file in the uploads folder is written once and never changed.
 
@@ -38,7 +40,7 @@ def selected_dataset(data_path: str | None, target: str | None, features: list[s
         raise LiftError(_NO_DATA)
     if not target:
         raise LiftError("Choose the target column, the one the model should predict.")
-    return data.prepare_dataset(read_table(data_path), target, features or [], None if task == "auto" else task)
+    return data.prepare_dataset(read_table(data_path), target, features=features or [], task=None if task == "auto" else task)
 
 
 def default_target(columns: list[str]) -> str:
@@ -105,13 +107,6 @@ def show_table(path: Path, frame: pd.DataFrame, note: str = "") -> tuple:
     )
 
 
-def publish(path: Path, write) -> None:
-    """write(temporary path), then rename it to `path`, so another session never reads a half-written file."""
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
-
-
 def save_upload(uploaded: str, uploads_dir: Path) -> Path:
     """Copy the upload into the uploads folder, named by its content so that the same file is stored once."""
     source = Path(uploaded)
@@ -119,68 +114,70 @@ def save_upload(uploaded: str, uploads_dir: Path) -> Path:
         digest = hashlib.file_digest(file, "sha256").hexdigest()[:12]
     copy = uploads_dir / f"{source.stem}-{digest}{source.suffix.lower()}"
     if not copy.exists():
-        publish(copy, lambda partial: shutil.copyfile(source, partial))
+        write_atomically(copy, lambda partial: shutil.copyfile(source, partial))
     return copy
 
 
 def save_csv(frame: pd.DataFrame, path: Path) -> None:
-    publish(path, lambda partial: frame.to_csv(partial, index=False))
+    write_atomically(path, lambda partial: frame.to_csv(partial, index=False))
+
+
+def keep_current_table(error: LiftError, data_path) -> tuple:
+    """A failed load changes only the message: the table loaded before stays in use."""
+    text = error_message(error)
+    if data_path:
+        text += f"  \nStill using the previous table, {Path(data_path).name}."
+    return (gr.skip(), text, *[gr.skip()] * (TABLE_OUTPUTS - 2))
+
+
+def load_upload(uploads_dir: Path, uploaded, data_path):
+    if not uploaded:
+        return keep_current_table(LiftError("No file was uploaded."), data_path)
+    try:
+        frame = data.load_table(uploaded)  # checked before the copy, so a bad file leaves nothing behind
+    except LiftError as error:
+        return keep_current_table(error, data_path)
+    return show_table(save_upload(uploaded, uploads_dir), frame)
+
+
+def generate(uploads_dir: Path, kind, n, noise, seed, p, data_path):
+    empty = [label for label, value in (("n", n), ("noise", noise), ("seed", seed), ("p", p)) if value is None]
+    if empty:
+        return keep_current_table(LiftError(f"Fill in {', '.join(empty)} to generate a set."), data_path)
+    try:
+        if kind in synthetic.REGRESSION_KINDS:
+            frame, clean_test = synthetic.make_regression(kind, n=n, p=p, noise=noise, seed=seed)
+            name = f"{kind}-n{n}-p{p}-noise{noise:g}-seed{seed}"
+        else:
+            frame = synthetic.make_classification(kind, n=n, noise=noise, seed=seed)
+            clean_test = None
+            name = f"{kind}-n{n}-noise{noise:g}-seed{seed}"
+    except LiftError as error:
+        return keep_current_table(LiftError(f"Cannot generate '{kind}': {error}"), data_path)
+    path = uploads_dir / f"{name}.csv"
+    save_csv(frame, path)
+    note = ""
+    if clean_test is not None:
+        # As in the LIFT paper, only the training rows are noisy; the clean rows make a fair test table.
+        test_path = uploads_dir / f"{name}-test.csv"
+        save_csv(clean_test, test_path)
+        note = f"Its {len(clean_test)} noise-free test rows are in `{test_path}`."
+    return show_table(path, frame, note)
+
+
+def select(data_path, target, features, task):
+    """Check the choice; the target is never offered as a feature, since it would give the answer away."""
+    features = [name for name in features or [] if name != target]
+    text, task_line, plot = describe_selection(data_path, target, features, task)
+    try:
+        columns = list(read_table(data_path).columns) if data_path else []
+    except LiftError:  # the file has gone; describe_selection's message already says so
+        columns = []
+    features_update = gr.update(choices=[name for name in columns if name != target], value=features)
+    return text, features_update, task_line, plot
 
 
 def build(ctx: AppContext) -> None:
-    uploads_dir = ctx.uploads_dir
-
-    def keep_current_table(error: LiftError, data_path) -> dict:
-        """A failed load changes only the message: the table loaded before stays in use."""
-        text = error_message(error)
-        if data_path:
-            text += f"  \nStill using the previous table, {Path(data_path).name}."
-        return {message: text}
-
-    def load_upload(uploaded, data_path):
-        if not uploaded:
-            return keep_current_table(LiftError("No file was uploaded."), data_path)
-        try:
-            frame = data.load_table(uploaded)  # checked before the copy, so a bad file leaves nothing behind
-        except LiftError as error:
-            return keep_current_table(error, data_path)
-        return show_table(save_upload(uploaded, uploads_dir), frame)
-
-    def generate(kind, n, noise, seed, p, data_path):
-        empty = [label for label, value in (("n", n), ("noise", noise), ("seed", seed), ("p", p)) if value is None]
-        if empty:
-            return keep_current_table(LiftError(f"Fill in {', '.join(empty)} to generate a set."), data_path)
-        try:
-            if kind in synthetic.REGRESSION_KINDS:
-                frame, clean_test = synthetic.make_regression(kind, n=n, p=p, noise=noise, seed=seed)
-                name = f"{kind}-n{n}-p{p}-noise{noise:g}-seed{seed}"
-            else:
-                frame = synthetic.make_classification(kind, n=n, noise=noise, seed=seed)
-                clean_test = None
-                name = f"{kind}-n{n}-noise{noise:g}-seed{seed}"
-        except LiftError as error:
-            return keep_current_table(LiftError(f"Cannot generate '{kind}': {error}"), data_path)
-        path = uploads_dir / f"{name}.csv"
-        save_csv(frame, path)
-        note = ""
-        if clean_test is not None:
-            # As in the LIFT paper, only the training rows are noisy; the clean rows make a fair test table.
-            test_path = uploads_dir / f"{name}-test.csv"
-            save_csv(clean_test, test_path)
-            note = f"Its {len(clean_test)} noise-free test rows are in `{test_path}`."
-        return show_table(path, frame, note)
-
-    def select(data_path, target, features, task):
-        """Check the choice; the target is never offered as a feature, since it would give the answer away."""
-        features = [name for name in features or [] if name != target]
-        text, task_line, plot = describe_selection(data_path, target, features, task)
-        try:
-            columns = list(read_table(data_path).columns) if data_path else []
-        except LiftError:  # the file has gone; describe_selection's message already says so
-            columns = []
-        features_update = gr.update(choices=[name for name in columns if name != target], value=features)
-        return text, features_update, task_line, plot
-
     with gr.Tab("Data"):
         gr.Markdown("Upload a table, or generate one of the synthetic sets of the LIFT paper. "
                     "Then choose the column to predict (the target) and the columns to give the model (features).")
@@ -209,11 +206,12 @@ def build(ctx: AppContext) -> None:
             preview = gr.Dataframe(label=f"First {PREVIEW_ROWS} rows", interactive=False, scale=2)
             summary = gr.Dataframe(label="Columns", interactive=False, scale=1)
 
+    # In the order of show_table's outputs (TABLE_OUTPUTS of them).
     table_outputs = [ctx.data_path, message, table_info, preview, summary, ctx.target, ctx.features, ctx.task,
                      task_line, plot]
-    upload.upload(load_upload, [upload, ctx.data_path], table_outputs, api_name="upload")
-    generate_button.click(generate, [kind, n_rows, noise, seed, dimensions, ctx.data_path], table_outputs,
-                          api_name="synth")
+    upload.upload(partial(load_upload, ctx.uploads_dir), [upload, ctx.data_path], table_outputs, api_name="upload")
+    generate_button.click(partial(generate, ctx.uploads_dir), [kind, n_rows, noise, seed, dimensions, ctx.data_path],
+                          table_outputs, api_name="synth")
     kind.change(lambda name: gr.update(visible=name in synthetic.REGRESSION_KINDS), kind, dimensions,
                 api_visibility="private")
     # .input, not .change: a load sets the target and features itself and has already checked them.

@@ -7,28 +7,13 @@ import gradio as gr
 import pandas as pd
 
 from lift_core.baselines import CLASSIFIERS, REGRESSORS
-from lift_core.boundary import baseline_boundary, model_boundary, numeric_features
+from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, baseline_boundary, explorable_features,
+                                model_boundary)
 from lift_core.errors import LiftError
-from lift_core.runs import Run
-from lift_ui.context import AppContext, error_message
+from lift_core.runs import Run, finished_trained_run
+from lift_ui.common import engine_progress, error_message, run_tab_header
+from lift_ui.context import AppContext
 from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
-from lift_ui.tabs.evaluate_tab import engine_progress, open_run, run_picker
-
-DEFAULT_BASELINE = {"classification": "logreg", "regression": "polynomial"}
-# A 1-D regression is about extrapolation, so its line reaches further past the data than a 2-D map.
-DEFAULT_MARGIN = {1: 0.5, 2: 0.2}
-
-
-def explorable_features(run: Run) -> list[str]:
-    """The run's features when they can be drawn: two numeric ones, or one numeric one for regression."""
-    info = run.dataset_info()
-    features = info["features"]
-    numeric = numeric_features(run.split("train"), features)
-    if numeric == features and (len(features) == 2 or (len(features) == 1 and info["task"] == "regression")):
-        return features
-    described = ", ".join(f"{name} ({'number' if name in numeric else 'text'})" for name in features)
-    raise LiftError(f"Explore needs two numeric features (or one numeric feature for a regression); run "
-                    f"'{run.name}' has {len(features)}: {described}. The Evaluate tab works for any table.")
 
 
 def grid_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
@@ -59,7 +44,7 @@ def run_defaults(ctx: AppContext, run_name: str | None):
     if not run_name:  # the page is still loading its run list: nothing is wrong yet
         return gr.Dropdown(), gr.Slider(), ""
     try:
-        run = open_run(ctx, run_name)
+        run = finished_trained_run(ctx.runs_dir, run_name)
         task = run.dataset_info()["task"]
         features = explorable_features(run)
     except LiftError as error:
@@ -72,12 +57,12 @@ def run_defaults(ctx: AppContext, run_name: str | None):
 def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, baseline: str,
              progress=gr.Progress()):
     try:
-        run = open_run(ctx, run_name)
+        run = finished_trained_run(ctx.runs_dir, run_name)
         features = explorable_features(run)
         progress(0, desc="Loading the model")
-        model_grid = model_boundary(run, int(resolution), margin,
+        model_grid = model_boundary(run, resolution=int(resolution), margin=margin,
                                     progress=engine_progress(progress, "Predicting the grid"))
-        baseline_grid = baseline_boundary(run, baseline, int(resolution), margin)
+        baseline_grid = baseline_boundary(run, baseline, resolution=int(resolution), margin=margin)
     except LiftError as error:
         return None, None, error_message(error)
     return (grid_figure(run, model_grid, features, f"Finetuned model ({run.name})"),
@@ -90,11 +75,11 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
     try:
         if samples < 2 or temperature < 0:
             raise LiftError("Draw at least 2 samples per point, at a temperature of 0 or more.")
-        run = open_run(ctx, run_name)
+        run = finished_trained_run(ctx.runs_dir, run_name)
         features = explorable_features(run)
         progress(0, desc="Loading the model")
-        grid = model_boundary(run, int(resolution), margin, samples=int(samples), temperature=temperature,
-                              progress=engine_progress(progress, "Sampling over the grid"))
+        grid = model_boundary(run, resolution=int(resolution), margin=margin, samples=int(samples),
+                              temperature=temperature, progress=engine_progress(progress, "Sampling over the grid"))
     except LiftError as error:
         return None, error_message(error)
     title = f"Spread of {int(samples)} samples at temperature {temperature:g} ({run.name})"
@@ -104,10 +89,9 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
 
 def build(ctx: AppContext) -> None:
     with gr.Tab("Explore") as tab:
-        gr.Markdown("For runs on two numeric features (or one, for a regression): the model's predictions over "
-                    "a grid that reaches past the training data, as in the LIFT paper's decision-boundary plots.")
-        picker = run_picker(ctx, tab)
-        message = gr.Markdown()
+        picker, message = run_tab_header(
+            ctx.runs_dir, tab, "For runs on two numeric features (or one, for a regression): the model's predictions "
+            "over a grid that reaches past the training data, as in the LIFT paper's decision-boundary plots.")
         with gr.Row():
             resolution = gr.Slider(10, 120, value=60, step=1, label="Grid resolution (points per side)")
             margin = gr.Slider(0, 1, value=DEFAULT_MARGIN[2], step=0.05,

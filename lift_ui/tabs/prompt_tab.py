@@ -3,9 +3,12 @@
 import gradio as gr
 import pandas as pd
 
-from lift_core import models, prompts, training
+from lift_core import prompts
+from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
 from lift_core.errors import LiftError
-from lift_ui.context import AppContext, error_message
+from lift_core.estimate import example_lengths
+from lift_ui.common import error_message, setting_control
+from lift_ui.context import AppContext
 from lift_ui.tabs.data_tab import selected_dataset
 
 PREVIEW_ROWS = 5
@@ -14,19 +17,12 @@ _TEMPLATE_HELP = (
     "**lift** writes the features as x1, x2, ... as in the LIFT paper; **names** and **sentence** use the column "
     "names, which lets a pretrained model use what it knows about them; **custom** is your own text."
 )
-# Loading a tokenizer can take seconds (a GGUF conversion the first time), so each model's is loaded once.
-_TOKENIZERS: dict[str, object] = {}
-
-
-def cached_tokenizer(model_name: str):
-    if model_name not in _TOKENIZERS:
-        _TOKENIZERS[model_name] = models.load_tokenizer(model_name)
-    return _TOKENIZERS[model_name]
 
 
 def selected_template(dataset, template, template_text, decimals) -> prompts.PromptTemplate:
-    return prompts.PromptTemplate(features=dataset.features, target=dataset.target, kind=template,
-                                  decimals=decimals, text=template_text if template == "custom" else None)
+    config = TrainConfig(template=template, template_text=template_text if template == "custom" else None,
+                         decimals=decimals)
+    return config.template_for(dataset.features, dataset.target)
 
 
 def placeholders_line(features) -> str:
@@ -52,10 +48,7 @@ def token_stats(data_path, target, features, task, template, template_text, deci
     try:
         dataset = selected_dataset(data_path, target, features, task)
         prompt_template = selected_template(dataset, template, template_text, decimals)
-        tokenizer = cached_tokenizer(model_name)
-        rows = dataset.frame.head(TOKEN_STAT_ROWS)
-        lengths = [len(example["input_ids"])
-                   for example in training.encode_examples(rows, prompt_template, tokenizer)]
+        lengths = example_lengths(dataset.frame.head(TOKEN_STAT_ROWS), prompt_template, model_name)
     except LiftError as error:
         return error_message(error), ""
     stats = (f"**Tokens per example** (prompt + completion, over the first {len(lengths)} rows): "
@@ -70,9 +63,9 @@ def build(ctx: AppContext) -> None:
                     "followed by `@@@`. " + _TEMPLATE_HELP)
         message = gr.Markdown()
         with gr.Row():
-            ctx.template = gr.Radio(list(prompts.TEMPLATE_KINDS), value="lift", label="Template", scale=3)
-            ctx.decimals = gr.Number(2, label="Decimals", precision=0, minimum=0, maximum=prompts.MAX_DECIMALS,
-                                     info="digits kept after the point")
+            ctx.template = gr.Radio(list(prompts.TEMPLATE_KINDS), value=DEFAULTS.template,
+                                    label=SETTINGS["template"].metadata["label"], scale=3)
+            ctx.decimals = setting_control("decimals", minimum=0, maximum=prompts.MAX_DECIMALS)
         with gr.Column(visible=False) as custom_box:
             ctx.template_text = gr.Textbox(
                 "", label="Custom template", lines=2,

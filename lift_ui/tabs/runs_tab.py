@@ -2,27 +2,26 @@
 the adapter as a zip, and deleting a run."""
 
 import json
-import shutil
-import tempfile
+from functools import partial
 
 import gradio as gr
 import pandas as pd
 
 from lift_core.errors import LiftError
-from lift_core.runs import Run, list_runs
-from lift_ui.context import AppContext, error_message
+from lift_core.metrics import SUMMARY_METRICS
+from lift_core.runs import Run, find_run, list_runs
+from lift_ui.common import error_message
+from lift_ui.context import AppContext
 from lift_ui.figures.training import loss_curve, overlay
 
 # Run.summary() keys in the order the table shows them.
-COLUMNS = ("run", "state", "model", "template", "data", "target", "accuracy", "macro_f1", "rmse", "mae",
-           "invalid_rate", "created")
-METRIC_COLUMNS = ("accuracy", "macro_f1", "rmse", "mae", "invalid_rate")
+COLUMNS = ("run", "state", "model", "template", "data", "target", *SUMMARY_METRICS, "created")
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     frame = pd.DataFrame([run.summary() for run in runs], columns=list(COLUMNS)).round(4)
     # Regression metrics only take room when every run is a classification, and the other way round.
-    unused = [name for name in METRIC_COLUMNS if frame[name].isna().all()]
+    unused = [name for name in SUMMARY_METRICS if frame[name].isna().all()]
     return frame.drop(columns=unused) if len(frame) else frame
 
 
@@ -38,22 +37,47 @@ def run_overview(run: Run) -> str:
     return "  \n".join(lines)
 
 
-def zip_adapter(run: Run) -> str:
-    if not run.adapter_dir.is_dir():
-        raise LiftError(f"Run '{run.name}' has no adapter: it ended before saving one.")
-    # A fresh folder per download, so two downloads of the same run never overwrite each other's zip.
-    base_name = f"{tempfile.mkdtemp(prefix='lift-adapter-')}/{run.name}-adapter"
-    return shutil.make_archive(base_name, "zip", root_dir=run.adapter_dir)
+def refresh(ctx: AppContext, selected_name, compared_names):
+    names = [run.name for run in list_runs(ctx.runs_dir)]
+    kept = [name for name in compared_names or [] if name in names]
+    current = selected_name if selected_name in names else next(iter(names), None)
+    return (runs_table([Run(ctx.runs_dir / name) for name in names]),
+            gr.Dropdown(choices=names, value=current), gr.Dropdown(choices=names, value=kept))
+
+
+def run_details(ctx: AppContext, name, log_y):
+    try:
+        run = find_run(ctx.runs_dir, name)
+    except LiftError as error:
+        return loss_curve([]), error_message(error) if name else "", None, ""
+    return loss_curve(run.metrics(), log_y), run_overview(run), run.eval_results(), json.dumps(run.config(), indent=2)
+
+
+def overlay_runs(ctx: AppContext, names, log_y):
+    runs = {run.name: run for run in list_runs(ctx.runs_dir) if run.name in (names or [])}
+    return overlay({name: run.metrics() for name, run in runs.items()}, log_y)
+
+
+def download_adapter(ctx: AppContext, name):
+    try:
+        return find_run(ctx.runs_dir, name).zip_adapter(), ""
+    except LiftError as error:
+        return None, error_message(error)
+
+
+def delete_run(ctx: AppContext, name, confirmed, compared_names):
+    try:
+        run = find_run(ctx.runs_dir, name)
+        if not confirmed:
+            raise LiftError(f"Tick the box to confirm deleting '{name}'.")
+        ctx.launcher.delete(run)
+        note = f"Deleted run '{name}'."
+    except LiftError as error:
+        note = error_message(error)
+    return note, False, *refresh(ctx, name, compared_names)
 
 
 def build(ctx: AppContext) -> None:
-    def run_named(name: str | None) -> Run:
-        # Only names of listed runs: the name comes from the browser and must not reach outside runs_dir.
-        runs = {run.name: run for run in list_runs(ctx.runs_dir)}
-        if name not in runs:
-            raise LiftError("Choose a run first." if not name else f"There is no run named '{name}'.")
-        return runs[name]
-
     with gr.Tab("Runs") as tab:
         gr.Markdown(f"Every training run on this server, newest first (folder `{ctx.runs_dir}`).")
         refresh_button = gr.Button("Refresh")
@@ -78,53 +102,14 @@ def build(ctx: AppContext) -> None:
         compared = gr.Dropdown([], multiselect=True, label="Runs to overlay")
         overlay_plot = gr.Plot(label="Loss of the selected runs")
 
-        def refresh(selected_name, compared_names):
-            names = [run.name for run in list_runs(ctx.runs_dir)]
-            kept = [name for name in compared_names or [] if name in names]
-            current = selected_name if selected_name in names else next(iter(names), None)
-            return (runs_table([Run(ctx.runs_dir / name) for name in names]),
-                    gr.Dropdown(choices=names, value=current), gr.Dropdown(choices=names, value=kept))
-
-        def run_details(name, log_y):
-            try:
-                run = run_named(name)
-            except LiftError as error:
-                return loss_curve([]), error_message(error) if name else "", None, ""
-            return (loss_curve(run.metrics(), log_y), run_overview(run), run.eval_results(),
-                    json.dumps(run.config(), indent=2))
-
-        def overlay_runs(names, log_y):
-            runs = {run.name: run for run in list_runs(ctx.runs_dir) if run.name in (names or [])}
-            return overlay({name: run.metrics() for name, run in runs.items()}, log_y)
-
-        def download_adapter(name):
-            try:
-                return zip_adapter(run_named(name)), ""
-            except LiftError as error:
-                return None, error_message(error)
-
-        def delete_run(name, confirmed, compared_names):
-            try:
-                run = run_named(name)
-                if not confirmed:
-                    raise LiftError(f"Tick the box to confirm deleting '{name}'.")
-                active = ctx.runner.active_run()
-                if active is not None and active.name == run.name:
-                    raise LiftError(f"Run '{name}' is training: stop it in the Train tab before deleting it.")
-                run.delete()
-                note = f"Deleted run '{name}'."
-            except LiftError as error:
-                note = error_message(error)
-            return note, False, *refresh(name, compared_names)
-
         listing = [table, selected, compared]
-        gr.on([refresh_button.click, tab.select], refresh, inputs=[selected, compared], outputs=listing,
-              api_name="runs")
-        gr.on([selected.change, log_y.change], run_details, inputs=[selected, log_y],
+        gr.on([refresh_button.click, tab.select], partial(refresh, ctx), inputs=[selected, compared],
+              outputs=listing, api_name="runs")
+        gr.on([selected.change, log_y.change], partial(run_details, ctx), inputs=[selected, log_y],
               outputs=[plot, overview, evaluation, config], api_name="run_details")
-        gr.on([compared.change, log_y.change], overlay_runs, inputs=[compared, log_y], outputs=overlay_plot,
-              api_name="overlay")
-        zip_button.click(download_adapter, inputs=selected, outputs=[adapter_zip, message],
+        gr.on([compared.change, log_y.change], partial(overlay_runs, ctx), inputs=[compared, log_y],
+              outputs=overlay_plot, api_name="overlay")
+        zip_button.click(partial(download_adapter, ctx), inputs=selected, outputs=[adapter_zip, message],
                          api_name="download_adapter")
-        delete_button.click(delete_run, inputs=[selected, confirm, compared],
+        delete_button.click(partial(delete_run, ctx), inputs=[selected, confirm, compared],
                             outputs=[message, confirm, *listing], api_name="delete_run")

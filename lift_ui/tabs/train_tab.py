@@ -1,32 +1,28 @@
-"""Train tab: the settings become a TrainConfig, the runner trains it in a subprocess, and a timer shows the
+"""Train tab: the settings become a TrainConfig, the engine's launcher trains it in a subprocess, and a timer shows the
 run's loss curve, progress and log as its folder fills. The page holds nothing the run folder does not."""
 
 import shlex
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from lift_core.cli import train_command
-from lift_core.errors import LiftError
+from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
+from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError
 from lift_core.estimate import estimate_duration
+from lift_core.launcher import FORCE_AFTER_S, ran_out_of_memory
+from lift_core.metrics import metrics_line
 from lift_core.models import QUANT_MODES
 from lift_core.presets import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, apply_preset
 from lift_core.runs import ACTIVE_STATES, Run
-from lift_core.training import TrainConfig
-from lift_ui.context import AppContext, error_message, majority_note
-from lift_ui.runner import FORCE_AFTER_S
+from lift_ui.common import error_message, majority_note, setting_control
+from lift_ui.context import AppContext
 from lift_ui.figures.training import loss_curve
 
-DEFAULTS = TrainConfig()
 POLL_SECONDS = 1.5
 LOG_LINES = 15
 FAILURE_LOG_LINES = 8
-METRIC_KEYS = ("accuracy", "macro_f1", "rmse", "mae", "invalid_rate", "n_test")
-# "Killed" is what the kernel's OOM killer leaves behind; -9 / 137 is its exit status.
-OUT_OF_MEMORY_SIGNS = ("out of memory", "killed")
-OUT_OF_MEMORY_EXIT_CODES = (-9, 137)
-OUT_OF_MEMORY_HINT = ("💡 This looks like the machine ran **out of memory**. Try a smaller batch size, "
-                      "4bit quantization, or a smaller model.")
 STOP_MESSAGES = {
     "requested": "Stopping run `{name}` after its current step; its adapter will be saved.",
     "waiting": "Run `{name}` is finishing its current step. If it has not stopped {seconds} s after the first "
@@ -96,11 +92,6 @@ def progress_html(rows: list[dict], active: bool) -> str:
             f"<div>{' · '.join(parts)}</div>")
 
 
-def _metrics_line(evaluation: dict) -> str:
-    return " · ".join(f"{key} {evaluation[key]:.4g}" if isinstance(evaluation[key], float)
-                      else f"{key} {evaluation[key]}" for key in METRIC_KEYS if evaluation.get(key) is not None)
-
-
 def failure_message(run: Run, status: dict) -> str:
     """Why a run failed: exit code, error, the log's last lines, and what to try when memory ran out."""
     log = run.log_tail(FAILURE_LOG_LINES)
@@ -109,12 +100,8 @@ def failure_message(run: Run, status: dict) -> str:
     if exit_code is not None:
         head += f" (exit code {exit_code})"
     lines = [f"{head}: {status.get('error') or 'no error recorded'}"]
-    searched = f"{status.get('error', '')}\n{log}".lower()
-    # A forced stop is also a SIGKILL, but not a memory problem.
-    out_of_memory = not run.stop_requested() and (
-        any(sign in searched for sign in OUT_OF_MEMORY_SIGNS) or exit_code in OUT_OF_MEMORY_EXIT_CODES)
-    if out_of_memory:
-        lines.append(OUT_OF_MEMORY_HINT)
+    if ran_out_of_memory(run, status):
+        lines.append(f"💡 {OUT_OF_MEMORY_HINT}")
     if log.strip():
         lines.append(f"Last lines of the log:\n```\n{log}\n```")
     return "\n\n".join(lines)
@@ -127,7 +114,7 @@ def state_message(run: Run, status: dict, has_metrics: bool) -> str:
         return f"⏳ **Run `{run.name}`**: {doing}… (Stop saves the adapter after the current step)"
     if state == "completed":
         results = run.eval_results() or {}
-        metrics = _metrics_line(results)
+        metrics = metrics_line(results, " · ")
         return (f"✅ **Run `{run.name}` completed.**" + (f" Test set: {metrics}" if metrics else "")
                 + majority_note(results))
     if state == "stopped":
@@ -135,46 +122,87 @@ def state_message(run: Run, status: dict, has_metrics: bool) -> str:
     return failure_message(run, status)
 
 
+def show_command(ctx: AppContext, **values):
+    try:
+        config = make_config(**values)
+    except LiftError as error:
+        return "", error_message(error), gr.skip()
+    line = train_command(config, ctx.launcher.new_run_path(config))
+    return shlex.join(["python", *line[1:]]), "", gr.Accordion(open=True)
+
+
+def estimate(ctx: AppContext, **values) -> str:
+    try:
+        return estimate_duration(make_config(**values), ctx.runs_dir).summary()
+    except LiftError as error:
+        return error_message(error)
+
+
+def start(ctx: AppContext, **values):
+    try:
+        run = ctx.launcher.start(make_config(**values))
+    except LiftError as error:
+        return gr.skip(), error_message(error)
+    return str(run.path), f"Started run `{run.name}`."
+
+
+def stop(ctx: AppContext) -> str:
+    stopping = ctx.launcher.stop()
+    if stopping is None:
+        return "No training is running."
+    run, outcome = stopping
+    return STOP_MESSAGES[outcome].format(name=run.name, seconds=FORCE_AFTER_S)
+
+
+def status(ctx: AppContext, run_path, log_y, smoothing):
+    """The loss plot, progress, log tail and state of this page's run, else of the server's latest run."""
+    run = Run(run_path) if run_path and Path(run_path).is_dir() else ctx.launcher.latest_run()
+    if run is None:
+        return loss_curve([]), "", "", NO_RUN, gr.Timer(active=False)
+    rows, run_status = run.metrics(), run.status()
+    active = run_status.get("state") in ACTIVE_STATES
+    return (loss_curve(rows, log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
+            state_message(run, run_status, bool(rows)), gr.Timer(active=active or ctx.launcher.finishing(run)))
+
+
+def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio]:
+    """The Model, LoRA and Optimisation columns: this tab's settings keyed by TrainConfig field, and the preset."""
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Model")
+            ctx.model.render()
+            quant = gr.Radio(list(QUANT_MODES), value=ctx.default_quant, label=SETTINGS["quant"].metadata["label"],
+                             info=f"{SETTINGS['quant'].metadata['help']}. This server: {ctx.hardware}")
+            preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                              info="Fills the LoRA and optimisation settings; change any of them afterwards.")
+            gr.Markdown(PRESET_HELP)
+        with gr.Column():
+            gr.Markdown("### LoRA")
+            settings = {"lora_r": setting_control("lora_r", minimum=1),
+                        "lora_alpha": setting_control("lora_alpha", minimum=1),
+                        "lora_dropout": setting_control("lora_dropout", minimum=0, maximum=0.9, step=0.05),
+                        "lora_targets": setting_control("lora_targets")}
+        with gr.Column():
+            gr.Markdown("### Optimisation")
+            settings |= {"lr": setting_control("lr", minimum=0, step=0.0001),
+                         "epochs": setting_control("epochs", minimum=0, step=0.5),
+                         "max_steps": setting_control("max_steps", minimum=0),
+                         "warmup": setting_control("warmup", minimum=0, maximum=1, step=0.01),
+                         "batch_size": setting_control("batch_size", minimum=1),
+                         "val_size": setting_control("val_size", slider=True, minimum=0, maximum=0.5, step=0.05),
+                         "seed": setting_control("seed")}
+            with gr.Accordion("Logging", open=False):
+                settings |= {"logging_steps": setting_control("logging_steps", minimum=0),
+                             "eval_steps": setting_control("eval_steps", minimum=0)}
+    settings["quant"] = quant
+    return settings, preset
+
+
 def build(ctx: AppContext) -> None:
     with gr.Tab("Train"):
         gr.Markdown("Finetune the model on the current table with LoRA. Training runs in the background on the "
                     "server: you can close or refresh this page and come back to it.")
-        with gr.Row():
-            with gr.Column():
-                gr.Markdown("### Model")
-                ctx.model.render()
-                quant = gr.Radio(list(QUANT_MODES), value=ctx.default_quant, label="Quantization",
-                                 info=f"auto: 4bit on a CUDA GPU, none otherwise. This server: {ctx.hardware}")
-                preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
-                                  info="Fills the LoRA and optimisation settings; change any of them afterwards.")
-                gr.Markdown(PRESET_HELP)
-            with gr.Column():
-                gr.Markdown("### LoRA")
-                lora_r = gr.Number(DEFAULTS.lora_r, precision=0, minimum=1, label="Rank r")
-                lora_alpha = gr.Number(DEFAULTS.lora_alpha, precision=0, minimum=1, label="Alpha")
-                lora_dropout = gr.Number(DEFAULTS.lora_dropout, minimum=0, maximum=0.9, step=0.05, label="Dropout")
-                lora_targets = gr.Textbox(DEFAULTS.lora_targets, label="Target modules",
-                                          info="'all-linear' or comma-separated module names, e.g. q_proj,v_proj")
-            with gr.Column():
-                gr.Markdown("### Optimisation")
-                lr = gr.Number(DEFAULTS.lr, minimum=0, step=0.0001, label="Learning rate")
-                epochs = gr.Number(DEFAULTS.epochs, minimum=0, step=0.5, label="Epochs",
-                                   info="The run trains min(epochs, max steps) steps; 0: no epoch cap")
-                max_steps = gr.Number(DEFAULTS.max_steps, precision=0, minimum=0, label="Max steps",
-                                      info="0: no cap, train for all the epochs")
-                warmup = gr.Number(DEFAULTS.warmup, minimum=0, maximum=1, step=0.01, label="Warm-up share",
-                                   info="Share of the steps over which the learning rate rises; then it decays "
-                                        "linearly to 0")
-                batch_size = gr.Number(DEFAULTS.batch_size, precision=0, minimum=1, label="Batch size")
-                val_size = gr.Slider(0, 0.5, value=DEFAULTS.val_size, step=0.05, label="Validation fraction")
-                seed = gr.Number(DEFAULTS.seed, precision=0, label="Seed")
-                with gr.Accordion("Logging", open=False):
-                    logging_steps = gr.Number(DEFAULTS.logging_steps, precision=0, minimum=0,
-                                              label="Log the train loss every (steps)",
-                                              info="0: automatic, about 50 points per run")
-                    eval_steps = gr.Number(DEFAULTS.eval_steps, precision=0, minimum=0,
-                                           label="Evaluate on the validation rows every (steps)",
-                                           info="0: automatic, 6 evaluations per run")
+        tab_settings, preset = settings_panel(ctx)
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
@@ -195,7 +223,6 @@ def build(ctx: AppContext) -> None:
             with gr.Column(scale=2):
                 run_state = gr.Markdown(NO_RUN)
                 progress = gr.HTML()
-                # As tall as the tail, so the newest line is always in view.
                 # Room for wrapped long lines, so the newest line is not cut off at the bottom.
                 log = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=2 * LOG_LINES, interactive=False,
                                  autoscroll=True)
@@ -203,73 +230,28 @@ def build(ctx: AppContext) -> None:
         # Ticks once after the page opens (reattaching to the run), then only while a run is active.
         timer = gr.Timer(POLL_SECONDS)
 
-        # Keyed by make_config's parameters (TrainConfig fields), so both buttons describe the same run.
-        settings = {
-            "data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
-            "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
-            "model": ctx.model, "quant": quant, "lora_r": lora_r, "lora_alpha": lora_alpha,
-            "lora_dropout": lora_dropout, "lora_targets": lora_targets, "lr": lr, "epochs": epochs,
-            "max_steps": max_steps, "warmup": warmup, "batch_size": batch_size, "val_size": val_size, "seed": seed,
-            "logging_steps": logging_steps, "eval_steps": eval_steps,
-        }
-
-        def show_command(**values):
-            try:
-                config = make_config(**values)
-            except LiftError as error:
-                return "", error_message(error), gr.skip()
-            line = train_command(config, ctx.runner.new_run_path(config))
-            return shlex.join(["python", *line[1:]]), "", gr.Accordion(open=True)
-
-        def estimate(**values):
-            try:
-                return estimate_duration(make_config(**values), ctx.runs_dir).summary()
-            except LiftError as error:
-                return error_message(error)
-
-        def start(**values):
-            try:
-                run = ctx.runner.start(make_config(**values))
-            except LiftError as error:
-                return gr.skip(), error_message(error)
-            return str(run.path), f"Started run `{run.name}`."
-
-        def stop():
-            stopping = ctx.runner.stop()
-            if stopping is None:
-                return "No training is running."
-            run, outcome = stopping
-            return STOP_MESSAGES[outcome].format(name=run.name, seconds=FORCE_AFTER_S)
-
-        def shown_run(run_path) -> Run | None:
-            if run_path and Path(run_path).is_dir():
-                return Run(run_path)
-            return ctx.runner.latest_run()
-
-        def status(run_path, log_y, smoothing):
-            run = shown_run(run_path)
-            if run is None:
-                return loss_curve([]), "", "", NO_RUN, gr.Timer(active=False)
-            rows, run_status = run.metrics(), run.status()
-            active = run_status.get("state") in ACTIVE_STATES
-            return (loss_curve(rows, log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
-                    state_message(run, run_status, bool(rows)),
-                    gr.Timer(active=active or ctx.runner.finishing(run)))
-
+        # Keyed by make_config's parameters (TrainConfig fields), so every button describes the same run.
+        settings = {"data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
+                    "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
+                    "model": ctx.model, **tab_settings}
         preset_filled = preset.change(preset_values, preset, [settings[field] for field in PRESET_FIELDS],
                                       api_name="preset")
         # On request and after a preset, not on every keystroke: the estimate reads the table and tokenizes rows.
-        estimate_button.click(estimate, inputs_kwargs=settings, outputs=estimate_line, api_name="estimate")
-        preset_filled.then(estimate, inputs_kwargs=settings, outputs=estimate_line, api_visibility="private")
-        command_button.click(show_command, inputs_kwargs=settings, outputs=[command, message, command_box],
-                             api_name="show_command")
-        started = start_button.click(start, inputs_kwargs=settings, outputs=[current_run, message], api_name="start")
-        stop_button.click(stop, outputs=message, api_name="stop")
+        estimate_button.click(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
+                              api_name="estimate")
+        preset_filled.then(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
+                           api_visibility="private")
+        command_button.click(partial(show_command, ctx), inputs_kwargs=settings,
+                             outputs=[command, message, command_box], api_name="show_command")
+        started = start_button.click(partial(start, ctx), inputs_kwargs=settings, outputs=[current_run, message],
+                                     api_name="start")
+        stop_button.click(partial(stop, ctx), outputs=message, api_name="stop")
         status_inputs, status_outputs = [current_run, log_y, smoothing], [plot, progress, log, run_state, timer]
-        gr.on([timer.tick, log_y.change, smoothing.change], status, inputs=status_inputs, outputs=status_outputs,
-              api_name="status", show_progress="hidden")
+        gr.on([timer.tick, log_y.change, smoothing.change], partial(status, ctx), inputs=status_inputs,
+              outputs=status_outputs, api_name="status", show_progress="hidden")
         # Shows the new run at once and switches the timer on.
-        started.success(status, inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
+        started.success(partial(status, ctx), inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
                         api_visibility="private")
         # After Start has answered, so the page never waits for the estimate; a failing estimate says why.
-        started.success(estimate, inputs_kwargs=settings, outputs=estimate_line, api_visibility="private")
+        started.success(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
+                        api_visibility="private")

@@ -1,0 +1,109 @@
+"""The training settings, declared once: each TrainConfig field carries its help text and its CLI flag.
+
+The CLI's `train` flags, the estimators' parameters and the Train tab's controls all follow these fields (and
+tests check that they do). This module imports no torch, so reading or checking settings is instant.
+"""
+
+import math
+from dataclasses import dataclass, field, fields
+
+from lift_core import models, prompts
+from lift_core.data import TASKS
+from lift_core.errors import LiftError
+
+
+def setting(default, help: str, label: str = "", flag: str = "", choices: tuple = ()):
+    """A TrainConfig field: its default, what it means (the CLI's --help and the Train tab's info line), the
+    Train tab's label, and the CLI flag when it is not `--field-name`."""
+    return field(default=default, metadata={"help": help, "label": label, "flag": flag, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    data: str = setting("", "the training table (CSV, TSV, Parquet, Excel or JSON lines)")
+    target: str = setting("", "the column to predict")
+    features: list[str] | None = setting(None, "comma-separated feature columns; default: every other column")
+    task: str | None = setting(None, "default: detected from the target column", choices=TASKS)
+    test_data: str | None = setting(None, "a separate test table; otherwise test_size of the data is held out")
+    template: str = setting("lift", "how a row becomes a sentence", label="Template", choices=prompts.TEMPLATE_KINDS)
+    template_text: str | None = setting(None, "a custom template with {column} placeholders", label="Custom template")
+    decimals: int = setting(2, "digits kept after the point of each number", label="Decimals")
+    model: str = setting(models.DEFAULT_MODEL, "an alias (see `models`), a hub id or a local folder")
+    quant: str = setting("auto", "auto: 4bit on a CUDA GPU, none otherwise", label="Quantization",
+                         choices=models.QUANT_MODES)
+    lora_r: int = setting(8, "rank of the LoRA update matrices", label="Rank r")
+    lora_alpha: int = setting(16, "LoRA scaling: the update is multiplied by alpha / r", label="Alpha")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input", label="Dropout")
+    lora_targets: str = setting("all-linear", "'all-linear' or comma-separated module names, e.g. q_proj,v_proj",
+                                label="Target modules")
+    # The budget is min(epochs, max_steps): small tables get enough updates, large ones stop at max_steps.
+    epochs: float = setting(20.0, "the run trains min(epochs, max steps) steps; 0: no epoch cap", label="Epochs")
+    max_steps: int = setting(300, "at most this many optimizer steps; 0: no cap, train for all the epochs",
+                             label="Max steps")
+    lr: float = setting(1e-3, "peak learning rate of AdamW", label="Learning rate")
+    warmup: float = setting(0.06, "share of the steps over which the learning rate rises; then it decays "
+                                  "linearly to 0", label="Warm-up share")
+    batch_size: int = setting(4, "rows per optimizer step", label="Batch size")
+    test_size: float = setting(0.2, "share of the rows held out for the test set (without --test-data)")
+    val_size: float = setting(0.1, "share of the rows held out to validate, choose the best step and stop early",
+                              label="Validation fraction")
+    seed: int = setting(0, "seed of the split, the LoRA initialisation and the batch order", label="Seed")
+    logging_steps: int = setting(0, "log the train loss every N steps; 0: about 50 points per run",
+                                 label="Log the train loss every (steps)")
+    eval_steps: int = setting(0, "evaluate on the validation rows every N steps; 0: 6 evaluations per run",
+                              label="Evaluate on the validation rows every (steps)")
+    save_steps: int = setting(0, "save a checkpoint every N steps; 0: no intermediate checkpoints")
+    early_stopping_patience: int = setting(
+        0, "stop after this many evaluations without a better validation score; 0: off", flag="--early-stopping")
+    eval_samples: int = setting(5, "regression: answers sampled per test row; their mean is the prediction")
+    eval_temperature: float = setting(0.7, "regression: temperature of those samples")
+    trust_remote_code: bool = setting(False, "run the model repository's own code (only for models you trust)")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def lora_settings(self) -> models.LoraSettings:
+        targets = self.lora_targets if self.lora_targets == "all-linear" else split_list(self.lora_targets)
+        return models.LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, targets)
+
+    def planned_steps(self, n_train: int) -> int:
+        """min(epochs, max_steps): enough updates for a small table, no more than max_steps for a large one."""
+        epoch_steps = max(1, math.ceil(math.ceil(n_train / self.batch_size) * self.epochs)) if self.epochs > 0 else 0
+        if self.max_steps > 0:
+            return min(epoch_steps, self.max_steps) if epoch_steps else self.max_steps
+        return epoch_steps
+
+    def check(self) -> None:
+        problems = []
+        if self.batch_size < 1:
+            problems.append("batch size must be at least 1")
+        if not 0 < self.lr < 1:
+            problems.append("learning rate must be between 0 and 1")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append("give a positive number of epochs or max steps")
+        if not 0 <= self.warmup < 1:
+            problems.append("warm-up must be a share of the steps in [0, 1)")
+        if self.lora_r < 1:
+            problems.append("LoRA rank must be at least 1")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append("LoRA dropout must be in [0, 1)")
+        if problems:
+            raise LiftError("Invalid training settings: " + "; ".join(problems) + ".")
+        models.resolve_quantization(self.quant)
+        if self.model not in models.ALIASES:
+            models.resolve_model(self.model)  # a missing local folder fails now; a hub id loads later
+
+    def template_for(self, features: list[str], target: str) -> prompts.PromptTemplate:
+        return prompts.PromptTemplate(features=features, target=target, kind=self.template,
+                                      decimals=self.decimals, text=self.template_text)
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: how every comma-separated list a person types is read."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+DEFAULTS = TrainConfig()
+SETTINGS = {setting_field.name: setting_field for setting_field in fields(TrainConfig)}

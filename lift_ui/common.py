@@ -1,0 +1,72 @@
+"""What several tabs show the same way: problems, the majority-class warning, run pickers, progress bars,
+downloads, and the controls of TrainConfig's settings."""
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from lift_core.config import DEFAULTS, SETTINGS
+from lift_core.evaluation import majority_warning
+from lift_core.runs import trained_run_names
+
+
+def error_message(error: Exception) -> str:
+    """How every tab shows a problem with the user's input: in the page, never as a traceback."""
+    return f"⚠️ {error}"
+
+
+def majority_note(results: dict) -> str:
+    """A paragraph to append when a classifier does no better than always answering its commonest class."""
+    warning = majority_warning(results)
+    return f"\n\n⚠️ {warning}" if warning else ""
+
+
+def run_choices(runs_dir, current: str | None = None) -> gr.Dropdown:
+    """The trained runs, keeping the current choice while it exists, else the newest."""
+    names = trained_run_names(runs_dir)
+    return gr.Dropdown(choices=names, value=current if current in names else next(iter(names), None))
+
+
+def run_tab_header(runs_dir, tab: gr.Tab, description: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """The top of a tab about one trained run: what the tab does, a run picker and a message line.
+
+    The picker refreshes with its button and whenever the tab opens.
+    """
+    gr.Markdown(description)
+    names = trained_run_names(runs_dir)
+    with gr.Row():
+        # Runs finished after the page loaded are valid too, hence custom values; the engine checks the name.
+        picker = gr.Dropdown(names, value=next(iter(names), None), label="Run", allow_custom_value=True, scale=4)
+        refresh = gr.Button("↻ Refresh runs", scale=0, min_width=140)
+    for trigger in (refresh.click, tab.select):
+        trigger(lambda current: run_choices(runs_dir, current), picker, picker, api_visibility="private")
+    return picker, gr.Markdown()
+
+
+def engine_progress(progress: gr.Progress, description: str):
+    """The engine's progress(done, total) callback, shown as a gradio progress bar."""
+    return lambda done, total: progress(done / total if total else 1.0, desc=description)
+
+
+def download_copy(table: pd.DataFrame, file_name: str) -> str:
+    """A CSV in a fresh temporary folder: gradio serves it from anywhere, under a name that says what it is."""
+    path = Path(tempfile.mkdtemp(prefix="lift-")) / file_name
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def setting_control(name: str, **options):
+    """The control of a TrainConfig setting: its label, default and help come from TrainConfig.
+
+    A number control unless `options` picks a slider (minimum and maximum) or the setting is text; whole-number
+    settings take whole numbers only.
+    """
+    default, metadata = getattr(DEFAULTS, name), SETTINGS[name].metadata
+    common = {"value": default, "label": metadata["label"], "info": metadata["help"]}
+    if isinstance(default, str):
+        return gr.Textbox(**common, **options)
+    if options.pop("slider", False):
+        return gr.Slider(**common, **options)
+    return gr.Number(**common, precision=0 if isinstance(default, int) else None, **options)
