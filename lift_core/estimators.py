@@ -25,7 +25,8 @@ def _parameters_doc() -> str:
     settings = {**{name: name for name in TRAIN_SETTINGS}, **PREDICT_SETTINGS}
     lines = ["", "    Parameters", "    ----------"]
     for parameter, setting in settings.items():
-        lines += [f"    {parameter} : default {getattr(_DEFAULTS, setting)!r}", f"        {SETTINGS[setting].metadata['help']}"]
+        lines += [f"    {parameter} : default {getattr(_DEFAULTS, setting)!r}",
+                  f"        {SETTINGS[setting].metadata['help']}"]
     lines += ["    run_dir : default None", "        the run folder to write; None: a fresh temporary folder", ""]
     return "\n".join(lines)
 
