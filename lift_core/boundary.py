@@ -13,6 +13,17 @@ DEFAULT_BASELINE = {"classification": "logreg", "regression": "polynomial"}
 DEFAULT_MARGIN = {1: 0.5, 2: 0.2}
 
 
+# Resolutions drawn before the requested one, each only when it is at most half of that: on a 2-core CPU an 8x8
+# picture takes about 4 s with smollm2-135m and a 20x20 one about 25 s, against minutes for 60x60, and together
+# they add 13% to a 60x60 map.
+PREVIEW_RESOLUTIONS = (8, 20)
+
+
+def refinement_resolutions(resolution: int) -> list[int]:
+    """The resolutions to draw a map at, coarse first: a picture within seconds, then finer ones in its place."""
+    return [preview for preview in PREVIEW_RESOLUTIONS if 2 * preview <= resolution] + [resolution]
+
+
 def numeric_features(frame: pd.DataFrame, features: list[str]) -> list[str]:
     return [name for name in features if pd.api.types.is_numeric_dtype(frame[name])]
 

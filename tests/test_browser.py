@@ -206,17 +206,20 @@ def test_a_new_user_walks_from_data_to_runs(page, app_server, no_training_left_b
     expect(plotly_plots(evaluate)).to_have_count(1)  # the confusion matrix
     screenshot(page, "04-evaluate.png")
 
-    # 5. Explore: decision boundaries at a coarse grid, then the variance map with 2 samples.
+    # 5. Explore: a coarse picture first, then the full map in its place with the spread of the same pass; then
+    # the variance of 2 sampled answers per point at a small resolution.
     explore = open_tab(page, "Explore")
     expect(explore.get_by_text("classification on x1 and x2")).to_be_visible()
-    set_number(explore, "number input for Grid resolution (points per side)", 15)
+    set_number(explore, "number input for Grid resolution (points per side)", 120)
     explore.get_by_role("button", name="Draw decision boundaries").click()
-    expect(explore.get_by_text("225 grid points")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
-    expect(plotly_plots(explore)).to_have_count(2)
+    expect(explore.get_by_text("A 8×8 picture so far; refining to 120×120")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    expect(plotly_plots(explore)).to_have_count(3)
+    expect(explore.get_by_text("14400 grid points")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
     for plot in plotly_plots(explore).all():
         assert "heatmap" in plot.evaluate(TRACE_TYPES_JS)
+    set_number(explore, "number input for Grid resolution (points per side)", 15)
     set_number(explore, "number input for Samples per point", 2)
-    explore.get_by_role("button", name="Map prediction variance").click()
+    explore.get_by_role("button", name="Map the variance of sampled answers").click()
     expect(explore.get_by_text("of the sampled answers were invalid")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
     expect(plotly_plots(explore)).to_have_count(3)
     assert "heatmap" in plotly_plots(explore).nth(2).evaluate(TRACE_TYPES_JS)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lift_core import models
-from lift_core.predict import LabelTokens, Predictor
+from lift_core.predict import (MIN_SHARED_PROMPT_TOKENS, LabelTokens, Predictor, common_prefix_length,
+                               prefix_batches)
 from lift_core.prompts import PromptTemplate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,26 +74,30 @@ def test_labels_have_different_token_lengths(tiny, template):
 def test_shared_prefix_scoring_equals_naive_scoring(tiny, template, rows, batch_size):
     model, tokenizer = tiny
     predictor = Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=batch_size)
-    prompts = [template.prompt(row) for row in rows.to_dict("records")]
+    prompts = [tokenizer(template.prompt(row))["input_ids"] for row in rows.to_dict("records")]
     fast = np.concatenate([predictor._score_prompts(prompts[i:i + batch_size])
                            for i in range(0, len(prompts), batch_size)])
     expected = naive_scores(model, tokenizer, template, rows, ANIMALS)
     assert fast.shape == (len(rows), 3)
-    np.testing.assert_allclose(fast, expected, atol=1e-4, rtol=0)
+    # The answers' common first tokens are left out: the same constant for every class of a row, which the
+    # probabilities do not see. Differences between classes are exact.
+    np.testing.assert_allclose(fast - fast[:, :1], expected - expected[:, :1], atol=1e-4, rtol=0)
+    if predictor.labels.shared == 0:
+        np.testing.assert_allclose(fast, expected, atol=1e-4, rtol=0)
     # Untrained, the scores are far from equal, so a mix-up of rows or classes could not pass.
-    assert np.ptp(expected) > 1.0
+    assert np.ptp(expected - expected[:, :1]) > 1.0
 
 
 def test_single_token_labels_equal_naive_scoring(tiny, template, rows):
     model, tokenizer = tiny
     # Real completions (" 0@@@") take several tokens; one-token labels exercise the path without a cache.
     predictor = Predictor(model, tokenizer, template, "classification", ["0", "1"])
-    predictor.labels = LabelTokens(ids=torch.tensor([[223], [18]]), mask=torch.ones(2, 1, dtype=torch.long))
-    prompts = [template.prompt(row) for row in rows.to_dict("records")]
+    predictor.labels = LabelTokens(ids=torch.tensor([[223], [18]]), mask=torch.ones(2, 1, dtype=torch.long), shared=0)
+    prompts = [tokenizer(template.prompt(row))["input_ids"] for row in rows.to_dict("records")]
     fast = predictor._score_prompts(prompts)
-    for i, text in enumerate(prompts):
+    for i, tokens in enumerate(prompts):
         with torch.no_grad():
-            last = model(input_ids=torch.tensor([tokenizer(text)["input_ids"]])).logits[0, -1].log_softmax(-1)
+            last = model(input_ids=torch.tensor([tokens])).logits[0, -1].log_softmax(-1)
         np.testing.assert_allclose(fast[i], [last[223].item(), last[18].item()], atol=1e-4, rtol=0)
 
 
@@ -109,6 +114,45 @@ def test_probabilities_sum_to_one(tiny, template, rows):
     assert result["y_pred"].tolist() == [ANIMALS[i] for i in expected.argmax(1)]
     assert (result["invalid"] == 0).all()
     np.testing.assert_allclose(result["spread"], normalized_entropy(proba), atol=1e-6)
+
+
+def test_a_grid_runs_its_shared_prompt_prefix_once_and_scores_as_a_full_pass(tiny, template):
+    model, tokenizer = tiny
+    # Two columns of a grid: x1 fixed, x2 varying, given out of order.
+    grid = pd.DataFrame({"x1": [1.5, -2.25] * 4, "x2": [0.1, 2.0, -3.5, 40.0, 0.0, 7.75, -0.5, 12.0]})
+    column = [tokenizer(template.prompt(row))["input_ids"] for row in grid[grid.x1 == 1.5].to_dict("records")]
+    assert common_prefix_length(column) >= MIN_SHARED_PROMPT_TOKENS
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        proba = Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=4).class_probabilities(grid)
+    finally:
+        hook.remove()
+    # Each batch runs its shared prefix alone (batch 1) before the prompts' own tokens: far fewer prompt tokens.
+    prompt_passes = [shape for shape in shapes if shape[0] <= 4]
+    assert prompt_passes[0][0] == 1
+    plain_tokens = sum(len(tokenizer(template.prompt(row))["input_ids"]) for row in grid.to_dict("records"))
+    assert sum(shape[0] * shape[1] for shape in prompt_passes) < 0.8 * plain_tokens
+    expected = naive_scores(model, tokenizer, template, grid, ANIMALS)
+    softmax = np.exp(expected - expected.max(1, keepdims=True))
+    np.testing.assert_allclose(proba, softmax / softmax.sum(1, keepdims=True), atol=1e-4)
+
+
+def test_prefix_batches_cut_a_grid_into_its_columns_and_cover_every_row_once():
+    column = [[1, 2, 3, value, 9] for value in (7, 8, 6)]
+    other_column = [[1, 2, 4, value, 9] for value in (8, 7)]
+    encoded = [column[0], other_column[0], column[1], other_column[1], column[2]]
+    assert prefix_batches(encoded, batch_size=8) == [[4, 0, 2], [3, 1]]  # each column in token order
+    assert prefix_batches(encoded, batch_size=2) == [[4, 0], [2], [3, 1]]
+    assert prefix_batches([], batch_size=4) == []
+
+
+def test_common_prefix_length_leaves_each_sequence_a_token_of_its_own():
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4]]) == 2
+    assert common_prefix_length([[1, 2], [1, 2, 3]]) == 1
+    assert common_prefix_length([[5, 6, 7]]) == 2
+    assert common_prefix_length([[1], [2]]) == 0
 
 
 def test_batched_prediction_keeps_row_order(tiny, template, rows):
@@ -209,6 +253,48 @@ def test_vote_with_every_answer_invalid(tiny, template, rows):
     np.testing.assert_allclose(result["spread"], 1.0)
 
 
+# ---- generation ---------------------------------------------------------------------------------------------
+
+def generate_greedily(model, tokenizer, template, frame, max_new_tokens):
+    """transformers' own greedy generate, one prompt at a time, stopped at the answer terminator."""
+    answers = []
+    for row in frame.to_dict("records"):
+        ids = torch.tensor([tokenizer(template.prompt(row))["input_ids"]])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id, stop_strings=["@@@"],
+                             tokenizer=tokenizer)
+        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    return answers
+
+
+def test_greedy_answers_equal_transformers_generate(tiny, template):
+    model, tokenizer = tiny
+    grid = pd.DataFrame({"x1": [1.5] * 3 + [-2.25] * 3, "x2": [0.1, 2.0, -3.5, 40.0, 0.0, 7.75]})
+    for task, classes in (("classification", ANIMALS), ("regression", None)):
+        predictor = Predictor(model, tokenizer, template, task, classes, batch_size=3)
+        answers = predictor.sample_answers(grid, k=1, temperature=0.0)
+        max_new_tokens = predictor.labels.ids.shape[1] + 2 if classes else 14 + template.decimals
+        assert [texts[0] for texts in answers] == generate_greedily(model, tokenizer, template, grid, max_new_tokens)
+
+
+def test_k_samples_share_one_pass_of_their_prompt(tiny, template):
+    model, tokenizer = tiny
+    batches = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: batches.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        torch.manual_seed(0)
+        answers = Predictor(model, tokenizer, template, "regression", batch_size=8).sample_answers(
+            pd.DataFrame({"x1": [0.5, 3.0], "x2": [1.0, -2.0]}), k=4, temperature=1.0)
+    finally:
+        hook.remove()
+    assert len(answers) == 2 and all(len(texts) == 4 for texts in answers)
+    first_step = batches.index((8, 1))
+    # The two prompts, once each (their shared prefix once), then one token at a time for the 2 x 4 answers.
+    assert first_step > 0 and all(shape[0] <= 2 for shape in batches[:first_step])
+    assert all(shape == (8, 1) for shape in batches[first_step:])
+
+
 # ---- regression ---------------------------------------------------------------------------------------------
 
 def test_regression_falls_back_to_the_training_mean(tiny, template, rows):
@@ -244,3 +330,15 @@ def test_regression_averages_valid_samples(tiny, template, rows, monkeypatch):
     assert result["median"].tolist() == [2.5, -2.0]
     assert result["invalid"].tolist() == [0.25, 0.75]
     np.testing.assert_allclose(result["std"], [np.std([1.5, 2.5, 3.5]), 0.0])
+
+
+def test_a_run_loads_with_its_adapter_merged_and_predicts_as_the_unmerged_model(tiny_run):
+    from peft import PeftModel
+
+    _, run = tiny_run
+    merged = Predictor.from_run(run)
+    assert not isinstance(merged.model, PeftModel)  # folded into the weights: no LoRA layers left to run
+    loaded = models.load_model("tiny", "none")
+    unmerged = Predictor.for_run(run, PeftModel.from_pretrained(loaded.model, run.adapter_dir), loaded.tokenizer)
+    rows = run.split("test")
+    np.testing.assert_allclose(merged.class_probabilities(rows), unmerged.class_probabilities(rows), atol=1e-4)

@@ -108,8 +108,8 @@ def test_predict_table_names_missing_columns(client, runs, tmp_path):
 # --- Explore -------------------------------------------------------------------------------------------------
 
 def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
-    model_plot, baseline_plot, message = client.predict(runs["gaussians"].name, 20, 0.2, "logreg",
-                                                        api_name="/boundary")
+    model_plot, baseline_plot, spread_plot, message = client.predict(runs["gaussians"].name, 20, 0.2, "logreg",
+                                                                     api_name="/boundary")
     for plot in (model_plot, baseline_plot):
         figure = plotly_json(plot)
         grid = heatmap(figure)
@@ -117,6 +117,25 @@ def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
         assert list(grid["colorbar"]["ticktext"]) == CLASSES
         assert [trace["name"] for trace in figure["data"][1:]] == ["train: 0", "train: 1"]
     assert "400 grid points" in message
+    # The same pass maps the spread: the entropy of the scored probabilities, on the boundary's own axes.
+    spread = plotly_json(spread_plot)
+    assert heatmap(spread)["colorbar"]["title"]["text"] == "entropy"
+    entropy = plotly_array(heatmap(spread)["z"])
+    assert entropy.shape == (20, 20) and ((0 <= entropy) & (entropy <= 1)).all() and np.ptp(entropy) > 0
+    for axis in ("xaxis", "yaxis"):
+        assert spread["layout"][axis]["range"] == plotly_json(model_plot)["layout"][axis]["range"]
+
+
+def test_a_boundary_shows_a_coarse_picture_first_on_the_same_axes(client, runs):
+    job = client.submit(runs["gaussians"].name, 32, 0.2, "logreg", api_name="/boundary")
+    job.result()
+    pictures = [outputs for outputs in job.outputs() if outputs[0] is not None]
+    assert len(pictures) == 2
+    (coarse, _, _, coarse_note), (full, _, _, full_note) = pictures
+    assert plotly_array(heatmap(plotly_json(coarse))["z"]).shape == (8, 8) and "refining to 32×32" in coarse_note
+    assert plotly_array(heatmap(plotly_json(full))["z"]).shape == (32, 32) and "1024 grid points" in full_note
+    for axis in ("xaxis", "yaxis"):
+        assert plotly_json(coarse)["layout"][axis]["range"] == plotly_json(full)["layout"][axis]["range"]
 
 
 def test_variance_maps_vote_entropy(client, runs):
@@ -130,8 +149,8 @@ def test_variance_maps_vote_entropy(client, runs):
 
 def test_explore_needs_two_numeric_features(client, runs):
     name = runs["with_text"].name
-    model_plot, baseline_plot, message = client.predict(name, 20, 0.2, "logreg", api_name="/boundary")
-    assert model_plot is None and baseline_plot is None
+    model_plot, baseline_plot, spread_plot, message = client.predict(name, 20, 0.2, "logreg", api_name="/boundary")
+    assert model_plot is None and baseline_plot is None and spread_plot is None
     assert "two numeric features" in message and "colour (text)" in message
     plot, message = client.predict(name, 10, 0.2, 2, 1.0, api_name="/variance")
     assert plot is None and "two numeric features" in message
@@ -143,7 +162,7 @@ def test_one_feature_regression_draws_bands_with_the_extrapolation_shaded(client
     figure = plotly_json(plot)
     assert any(trace.get("fill") == "tonexty" for trace in figure["data"])
     assert len(figure["layout"]["shapes"]) == 2  # beyond the lowest and the highest training x
-    model_plot, baseline_plot, message = client.predict(run.name, 15, 0.5, "polynomial", api_name="/boundary")
+    model_plot, baseline_plot, _, message = client.predict(run.name, 15, 0.5, "polynomial", api_name="/boundary")
     baseline_line = next(trace for trace in plotly_json(baseline_plot)["data"] if trace["name"] == "prediction")
     assert len(plotly_array(baseline_line["x"])) == 15
 

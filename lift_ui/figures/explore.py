@@ -58,8 +58,12 @@ def _training_points(train: pd.DataFrame, features: list[str], target: str, clas
     ]
 
 
-def _map_layout(figure: go.Figure, features: list[str], title: str) -> go.Figure:
+def _map_layout(figure: go.Figure, grid: pd.DataFrame, features: list[str], title: str) -> go.Figure:
+    # Axes fixed to the grid's extent, whatever its resolution: a coarse first picture, the full map that
+    # replaces it and the variance map all share them.
     figure.update_layout(title=title, xaxis_title=features[0], yaxis_title=features[1],
+                         xaxis_range=[grid[features[0]].min(), grid[features[0]].max()],
+                         yaxis_range=[grid[features[1]].min(), grid[features[1]].max()],
                          legend={"orientation": "h", "y": -0.15})
     return figure
 
@@ -82,7 +86,7 @@ def class_boundary_figure(grid: pd.DataFrame, features: list[str], classes: list
         colorbar={"title": "class", "tickvals": np.arange(len(classes)) + 0.5, "ticktext": classes},
     )
     figure = go.Figure([heatmap, *_training_points(train, features, target, classes)])
-    return _map_layout(figure, features, title)
+    return _map_layout(figure, grid, features, title)
 
 
 def value_map_figure(grid: pd.DataFrame, features: list[str], column: str, train: pd.DataFrame, target: str,
@@ -97,7 +101,7 @@ def value_map_figure(grid: pd.DataFrame, features: list[str], column: str, train
         hovertemplate=f"{features[0]}=%{{x:.3g}}, {features[1]}=%{{y:.3g}}<br>{label}=%{{z:.3g}}<extra></extra>",
     )
     figure = go.Figure([heatmap, *_training_points(train, features, target, classes)])
-    return _map_layout(figure, features, title)
+    return _map_layout(figure, grid, features, title)
 
 
 def regression_band_figure(grid: pd.DataFrame, feature: str, train: pd.DataFrame, target: str,

@@ -8,7 +8,7 @@ import pandas as pd
 
 from lift_core.baselines import CLASSIFIERS, REGRESSORS
 from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, baseline_boundary, explorable_features,
-                                model_boundary)
+                                model_boundary, refinement_resolutions)
 from lift_core.errors import LiftError
 from lift_core.runs import Run, finished_trained_run
 from lift_ui.common import engine_progress, error_message, run_tab_header
@@ -27,14 +27,15 @@ def grid_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
                             value_label=f"predicted {info['target']}")
 
 
-def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
-    """How much the sampled answers disagree: vote entropy for classes, std for numbers."""
+def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str, sampled: bool):
+    """How unsure the model is: the entropy of its class probabilities (or of sampled votes), the std of numbers."""
     info, train = run.dataset_info(), run.split("train")
     if len(features) == 1:
         return regression_band_figure(grid, features[0], train, info["target"], title)
     if info["task"] == "classification":
         return value_map_figure(grid, features, "spread", train, info["target"], info["classes"], title,
-                                colorscale="Magma", value_range=(0, 1), value_label="vote entropy")
+                                colorscale="Magma", value_range=(0, 1),
+                                value_label="vote entropy" if sampled else "entropy")
     return value_map_figure(grid, features, "std", train, info["target"], None, title, colorscale="Magma",
                             value_label="std")
 
@@ -56,18 +57,26 @@ def run_defaults(ctx: AppContext, run_name: str | None):
 
 def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, baseline: str,
              progress=gr.Progress()):
+    """The model's map beside the baseline's, and the model's spread from the same pass: a coarse picture within
+    seconds, then the full resolution in its place."""
     try:
         run = finished_trained_run(ctx.runs_dir, run_name)
         features = explorable_features(run)
-        progress(0, desc="Loading the model")
-        model_grid = model_boundary(run, resolution=int(resolution), margin=margin,
-                                    progress=engine_progress(progress, "Predicting the grid"))
         baseline_grid = baseline_boundary(run, baseline, resolution=int(resolution), margin=margin)
+        baseline_figure = grid_figure(run, baseline_grid, features, f"Baseline: {baseline}")
+        progress(0, desc="Loading the model")
+        steps = refinement_resolutions(int(resolution))
+        for step in steps:
+            grid = model_boundary(run, resolution=step, margin=margin,
+                                  progress=engine_progress(progress, f"Predicting the {step}×{step} grid"))
+            done = step == steps[-1]
+            note = (f"{len(grid)} grid points, {margin:.0%} past the training data on each side." if done else
+                    f"A {step}×{step} picture so far; refining to {steps[-1]}×{steps[-1]}… (Cancel keeps it)")
+            yield (grid_figure(run, grid, features, f"Finetuned model ({run.name})"), baseline_figure,
+                   spread_figure(run, grid, features, f"Spread of the model's answers ({run.name})", sampled=False),
+                   note)
     except LiftError as error:
-        return None, None, error_message(error)
-    return (grid_figure(run, model_grid, features, f"Finetuned model ({run.name})"),
-            grid_figure(run, baseline_grid, features, f"Baseline: {baseline}"),
-            f"{len(model_grid)} grid points, {margin:.0%} past the training data on each side.")
+        yield None, None, None, error_message(error)
 
 
 def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, samples: float, temperature: float,
@@ -84,7 +93,8 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
         return None, error_message(error)
     title = f"Spread of {int(samples)} samples at temperature {temperature:g} ({run.name})"
     invalid = grid["invalid"].mean()
-    return spread_figure(run, grid, features, title), f"{invalid:.1%} of the sampled answers were invalid."
+    return (spread_figure(run, grid, features, title, sampled=True),
+            f"{invalid:.1%} of the sampled answers were invalid.")
 
 
 def build(ctx: AppContext) -> None:
@@ -99,22 +109,27 @@ def build(ctx: AppContext) -> None:
             # Both tasks' names: a run finished after the page loaded may be of either task.
             baseline = gr.Dropdown(list(dict.fromkeys(CLASSIFIERS + REGRESSORS)),
                                    value=DEFAULT_BASELINE["classification"], label="Baseline beside the model")
-        draw = gr.Button("Draw decision boundaries", variant="primary")
+        with gr.Row():
+            draw = gr.Button("Draw decision boundaries", variant="primary")
+            cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=120)
         with gr.Row():
             model_plot = gr.Plot(label="Finetuned model")
             baseline_plot = gr.Plot(label="Baseline")
-        draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline],
-                   [model_plot, baseline_plot, message], api_name="boundary")
 
-        gr.Markdown("### Prediction variance\nEach grid point is answered several times by sampling; the map "
-                    "shows how much the answers disagree (vote entropy for classes, standard deviation for numbers).")
+        gr.Markdown("### Prediction variance\nDrawing the boundaries also maps how unsure the model is, at no extra "
+                    "cost: the entropy of its class probabilities (for numbers, the spread of its sampled answers). "
+                    "The paper's view samples each grid point several times and maps how much the answers disagree "
+                    "(vote entropy for classes, standard deviation for numbers).")
         with gr.Row():
             samples = gr.Slider(2, 20, value=5, step=1, label="Samples per point")
             temperature = gr.Slider(0, 2, value=1.0, step=0.1, label="Sampling temperature")
-        sample = gr.Button("Map prediction variance")
+        sample = gr.Button("Map the variance of sampled answers")
         variance_plot = gr.Plot(label="Prediction variance")
-        sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature],
-                     [variance_plot, message], api_name="variance")
+        drawing = draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline],
+                             [model_plot, baseline_plot, variance_plot, message], api_name="boundary")
+        sampling = sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature],
+                                [variance_plot, message], api_name="variance")
+        cancel.click(None, cancels=[drawing, sampling], api_visibility="private")
 
         # No triggers: on page load and whenever the run changes, so the first run shown gets its settings too.
         gr.on(None, partial(run_defaults, ctx), picker, [baseline, margin, message], api_visibility="private")
