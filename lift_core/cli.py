@@ -13,6 +13,7 @@ from pathlib import Path
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig, split_list
 from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError, looks_out_of_memory
 from lift_core.models import QUANT_MODES
+from lift_core.runs import read_json
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -65,6 +66,16 @@ def _write_table(frame, path) -> None:
 
 
 def _train_config(args):
+    if args.config:
+        # Settings from a file (how the web app launches runs): a column name or a template is never a flag.
+        saved = read_json(args.config)
+        if saved is None:
+            raise LiftError(f"Cannot read the settings file '{args.config}': give a JSON file of TrainConfig fields.")
+        return TrainConfig.from_dict({**saved, **{name: getattr(args, name) for name in SETTINGS
+                                                 if getattr(args, name, None) is not None}})
+    missing = [f"--{name}" for name in REQUIRED_SETTINGS if not getattr(args, name)]
+    if missing:
+        raise LiftError(f"train needs {' and '.join(missing)} (or --config with a settings file).")
     values = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
     if isinstance(values.get("features"), str):
         values["features"] = split_list(values["features"])
@@ -206,7 +217,8 @@ def cmd_models(args) -> None:
 def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="finetune a model on a table; writes a run folder")
     for name in REQUIRED_SETTINGS:
-        train.add_argument(f"--{name}", required=True, help=SETTINGS[name].metadata["help"])
+        train.add_argument(f"--{name}", help=SETTINGS[name].metadata["help"] + " (required without --config)")
+    train.add_argument("--config", help="a JSON file of settings (TrainConfig fields); flags given too override it")
     for flag, field_name, options in train_options():
         train.add_argument(flag, dest=field_name, **options)
     train.add_argument("--out", required=True, help="the run folder to create")

@@ -4,17 +4,17 @@ engine's CLI, and reads the run folder, so the page stays responsive and a brows
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lift_core.cli import train_command
 from lift_core.config import TrainConfig
 from lift_core.data import load_splits
 from lift_core.errors import LiftError, looks_out_of_memory
-from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, STOP_FILE, Run, list_runs, pid_alive, read_json,
-                            write_json_atomically)
+from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, SETTINGS_FILE, STOP_FILE, Run, list_runs, pid_alive,
+                            process_identity, read_json, write_json_atomically)
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 
@@ -65,7 +65,9 @@ class TrainingLauncher:
                                 "first: one training runs at a time.")
             run = Run(self.new_run_path(config))
             run.path.mkdir(parents=True)
-            command = train_command(config, run.path)
+            # The settings travel as a file: no column name, template text or value can pass for a flag.
+            write_json_atomically(run.file(SETTINGS_FILE), asdict(config))
+            command = training_command(run.file(SETTINGS_FILE), run.path)
             log = open(run.file("log.txt"), "w")
             log.write(" ".join(command) + "\n\n")
             log.flush()
@@ -74,7 +76,7 @@ class TrainingLauncher:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=environment, start_new_session=True)
             log.close()
-            write_json_atomically(run.file(LAUNCHER_FILE), {"pid": process.pid, "launched": time.time()})
+            write_json_atomically(run.file(LAUNCHER_FILE), {**process_identity(process.pid), "launched": time.time()})
             self._watched.add(run.path)
         threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
         return run
@@ -99,6 +101,9 @@ class TrainingLauncher:
                 write_json_atomically(run.file("config.json"), asdict(config))
             if run.stop_requested() and exit_code == -signal.SIGKILL:
                 error = "Stopped by force before the adapter was saved."
+            elif exit_code < 0:
+                # The log's last line is whatever the process printed before the signal, not the cause.
+                error = f"The training process was killed (signal {-exit_code}, {signal.Signals(-exit_code).name})."
             else:
                 last_line = next((line for line in reversed(run.log_tail(5).splitlines()) if line.strip()), "")
                 error = last_line or f"exited with code {exit_code}"
@@ -124,14 +129,12 @@ class TrainingLauncher:
         # A double click must not throw away a run that was about to stop by itself.
         if time.time() - run.file(STOP_FILE).stat().st_mtime < FORCE_AFTER_S:
             return run, "waiting"
-        pid = _training_pid(run)
-        if pid:
+        if _launched_and_alive(run):  # never a later process that reuses the pid
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(_training_process(run)["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
         return run, "killed"
-
 
     def delete(self, run: Run) -> None:
         """Delete a run's folder, unless it is the one training."""
@@ -141,6 +144,11 @@ class TrainingLauncher:
         run.delete()
 
 
+def training_command(settings: Path, out_dir: Path) -> list[str]:
+    """The training process the launcher starts: the engine's CLI, reading its settings from a file."""
+    return [sys.executable, "-m", "lift_core", "train", "--config", str(settings), "--out", str(out_dir)]
+
+
 def ran_out_of_memory(run: Run, status: dict) -> bool:
     """Whether a failed run's error, log or exit code looks like the machine ran out of memory."""
     # A forced stop is also a SIGKILL, but not a memory problem.
@@ -148,12 +156,15 @@ def ran_out_of_memory(run: Run, status: dict) -> bool:
                                                             status.get("exit_code"))
 
 
-def _training_pid(run: Run) -> int | None:
-    # Runs started by hand from the CLI have no launcher file; their status.json holds the pid.
-    return run.status().get("pid") or (read_json(run.file(LAUNCHER_FILE)) or {}).get("pid")
+def _training_process(run: Run) -> dict:
+    """The run's pid and its start time: from status.json, else (a run the CLI has not started writing, or one
+    started by hand from the CLI) from launcher.json."""
+    status = run.status()
+    return status if status.get("pid") else read_json(run.file(LAUNCHER_FILE)) or {}
 
 
 def _launched_and_alive(run: Run) -> bool:
-    # A run folder made by the runner has no status until the subprocess writes one; it is active while
+    # A run folder made by the launcher has no status until the subprocess writes one; it is active while
     # the launched process lives.
-    return pid_alive(_training_pid(run))
+    process = _training_process(run)
+    return pid_alive(process.get("pid"), process.get("pid_start"))

@@ -2,7 +2,7 @@
 
     config.json     everything needed to rerun (a TrainConfig)
     dataset.json    what the data turned out to be: task, classes, features, split sizes
-    status.json     state + pid + error, replaced atomically
+    status.json     state + pid (and its start time) + error, replaced atomically
     metrics.jsonl   one JSON object per logging step, flushed per line
     log.txt         the training process's output (written by whoever launched it)
     splits/         train.csv, val.csv, test.csv exactly as used
@@ -12,6 +12,7 @@
     predictions.csv the test rows with y_true, y_pred and probabilities or spread
     baselines.csv   the scikit-learn baselines' test scores on the same split, once someone asks for them
     launcher.json   pid and launch time, written by the launcher before the process writes status.json
+    settings.json   the settings the launcher hands to the training process (`train --config`)
     STOP            present once a stop was requested; the training process checks for it after every step
 """
 
@@ -31,6 +32,7 @@ STATES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 STOP_FILE = "STOP"
 LAUNCHER_FILE = "launcher.json"
+SETTINGS_FILE = "settings.json"
 BASELINES_FILE = "baselines.csv"
 
 
@@ -52,8 +54,25 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_start(pid: int) -> int | None:
+    """When process `pid` began, in clock ticks since boot (field 22 of /proc/PID/stat); None where unknown."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_identity(pid: int) -> dict:
+    """What a run records of its process: the pid, and its start time to tell it from a later process that
+    reuses the pid (common after a container restart)."""
+    return {"pid": pid, "pid_start": process_start(pid)}
+
+
+def pid_alive(pid: int | None, started: int | None = None) -> bool:
+    """Whether process `pid` lives, and, given its recorded start time, is still the same process."""
     if not pid:
+        return False
+    if started is not None and process_start(pid) not in (None, started):
         return False
     try:
         os.kill(pid, 0)
@@ -114,9 +133,10 @@ class Run:
     def status(self) -> dict:
         """The recorded status; a run whose process died without saying so reads as interrupted."""
         status = read_json(self.file("status.json")) or {"state": "queued"}
-        if status.get("state") == "running" and not pid_alive(status.get("pid")):
-            status = {**status, "state": "interrupted",
-                      "error": "The training process ended without recording a result."}
+        if status.get("state") == "running" and not pid_alive(status.get("pid"), status.get("pid_start")):
+            # Written back, so the run stays interrupted even if its pid is reused later.
+            self.set_status("interrupted", error="The training process ended without recording a result.")
+            status = read_json(self.file("status.json"))
         return status
 
     def set_status(self, state: str, **fields) -> None:

@@ -18,7 +18,8 @@ from lift_core import data, metrics, models, prompts
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run
-from lift_core.runs import Run, create_run
+from lift_core.files import write_atomically
+from lift_core.runs import Run, create_run, process_identity
 
 
 def encode_examples(frame, template, tokenizer) -> list[dict]:
@@ -375,7 +376,8 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     validator = None
     if val_set:
         fallback = float(splits.train[dataset.target].mean()) if dataset.task == "regression" else None
-        predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback, config.batch_size * 4)
+        predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback,
+                              config.batch_size * 4)
         validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience)
     total = config.planned_steps(len(train_set))
     trainer = _lift_trainer(
@@ -394,7 +396,8 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     if validator is not None and validator.best_step is not None:
         validator.restore_best(model)
         run.set_status("running", best_step=validator.best_step, best_validation={validator.key: validator.best_score})
-    model.save_pretrained(run.adapter_dir)
+    # Written whole or not at all: a kill mid-save leaves no adapter folder rather than a truncated one.
+    write_atomically(run.adapter_dir, model.save_pretrained)
     return model, tokenizer, stop.requested
 
 
@@ -428,7 +431,7 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     dataset, splits = splits_loaded or data.load_splits(config)
     config.template_for(dataset.features, dataset.target)  # a bad template fails here too, before the folder
     run = create_run(out_dir, asdict(config))
-    run.set_status("running", pid=os.getpid(), started=time.time())
+    run.set_status("running", **process_identity(os.getpid()), started=time.time())
     try:
         # Listen for a stop from here on: a SIGTERM while the model loads must still end as `stopped`.
         with StopRequest(run) as stop:

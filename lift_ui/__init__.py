@@ -13,7 +13,10 @@ TITLE = "LIFT Studio"
 LOGO = Path(__file__).resolve().parent.parent / "assets" / "logo.svg"
 
 
-def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, default_quant: str = "auto") -> gr.Blocks:
+def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, default_quant: str = "auto",
+              notice: str | None = None, delete_cache: tuple[int, int] | None = None) -> gr.Blocks:
+    """The whole app. `notice` is a warning shown under the title (an exposed server without a password);
+    `delete_cache` is gradio's (frequency, age) sweep of its temporary copies of uploads and downloads."""
     runs_dir = Path(runs_dir).resolve()
     context = AppContext(
         runs_dir=runs_dir,
@@ -22,7 +25,7 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
         hardware=models.hardware_summary(),
         launcher=TrainingLauncher(runs_dir),
     )
-    with gr.Blocks(title=TITLE) as app:
+    with gr.Blocks(title=TITLE, delete_cache=delete_cache) as app:
         with gr.Row():
             # gr.HTML ignores scale and min_width; a column around it keeps the logo small.
             with gr.Column(scale=0, min_width=70):
@@ -33,6 +36,8 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
                 + ("" if models.has_cuda() else
                    f"  \nNo CUDA GPU here: training defaults to `{default_model}` in full precision on the CPU.")
             )
+        if notice:
+            gr.Markdown(f"⚠️ **{notice}**")
         context.data_path = gr.State(None)
         context.model = gr.Dropdown(
             choices=list(models.PRESET_MODELS), value=default_model, allow_custom_value=True,

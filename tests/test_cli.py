@@ -222,3 +222,11 @@ def test_train_command_of_the_defaults_is_short(tmp_path):
     command = train_command(config, "out")
     assert command[3:] == ["train", "--data", str(tmp_path / "d.csv"), "--target", "y", "--out", "out"]
     assert _train_config(build_parser().parse_args(command[3:])) == config
+
+
+def test_train_needs_data_and_target_or_a_readable_settings_file(tmp_path):
+    result = lift_cli("train", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "train needs --data and --target (or --config" in result.stderr
+    result = lift_cli("train", "--config", tmp_path / "missing.json", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "Cannot read the settings file" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """The Train and Runs tabs through the web API (gradio_client), plus their figures and the launcher on their own."""
 
 import json
+import os
 import re
 import sys
 import zipfile
@@ -15,7 +16,7 @@ from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.launcher import TrainingLauncher
 from lift_core.presets import PRESET_FIELDS
-from lift_core.runs import Run, create_run
+from lift_core.runs import Run, create_run, process_identity, process_start, read_json
 from lift_ui.figures.training import loss_curve, overlay
 from lift_ui.tabs.train_tab import failure_message
 
@@ -71,8 +72,8 @@ def test_failure_message_shows_exit_code_log_and_an_out_of_memory_hint(tmp_path)
 def test_launcher_refuses_a_second_start_and_a_new_launcher_reattaches(tmp_path, monkeypatch):
     table = write_table(pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10}), tmp_path / "table.csv")
     # A stand-in for the training process: the launcher only cares that it lives.
-    monkeypatch.setattr(launcher_module, "train_command",
-                        lambda config, out: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(launcher_module, "training_command",
+                        lambda settings, out: [sys.executable, "-c", "import time; time.sleep(60)"])
     launcher = TrainingLauncher(tmp_path / "runs")
     config = TrainConfig(data=table, target="y", model="tiny")
     run = launcher.start(config)
@@ -96,6 +97,50 @@ def test_launcher_refuses_a_second_start_and_a_new_launcher_reattaches(tmp_path,
     assert launcher.active_run() is None
     assert run.status()["error"].startswith("Stopped by force")
     assert run.config()["model"] == "tiny"  # recorded by the launcher, so the failed run is listed
+
+
+def test_launcher_hands_the_settings_over_as_a_file_so_odd_column_names_survive(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    frame = pd.DataFrame({"income, net": [float(i % 7) for i in range(40)], " spaced": range(40),
+                          "-y": ["a", "b"] * 20})
+    table = write_table(frame, tmp_path / "odd names.csv")
+    config = TrainConfig(data=table, target="-y", features=["income, net", " spaced"], model="tiny", quant="none",
+                         epochs=0, max_steps=2, template="custom", template_text="{income, net} --and {{ {-y}?",
+                         task="classification")
+    with pytest.raises(LiftError):  # the template names the target, which is not a feature
+        TrainingLauncher(tmp_path / "runs").start(config)
+    config.template_text = "{income, net} --and {{ { spaced}"
+    run = TrainingLauncher(tmp_path / "runs").start(config)
+    state = wait_for(lambda: run.status()["state"], lambda state: state not in ("queued", "running"), timeout=240,
+                     what="the run to end", interval=0.5)
+    assert state == "completed", run.log_tail(20)
+    assert run.config()["features"] == ["income, net", " spaced"] and run.config()["target"] == "-y"
+    assert run.config()["template_text"] == config.template_text
+    assert "--config" in run.log_tail(200).splitlines()[0]
+
+
+def test_a_killed_training_process_is_reported_by_its_signal_with_the_log_beside_it(tmp_path, monkeypatch):
+    table = write_table(pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10}), tmp_path / "table.csv")
+    dies = "import os, signal; print('loading the model', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(launcher_module, "training_command", lambda settings, out: [sys.executable, "-c", dies])
+    run = TrainingLauncher(tmp_path / "runs").start(TrainConfig(data=table, target="y", model="tiny"))
+    status = wait_for(run.status, lambda status: status["state"] == "failed", timeout=30, what="the run to fail")
+    assert status["error"] == "The training process was killed (signal 9, SIGKILL)." and status["exit_code"] == -9
+    message = failure_message(run, status)
+    assert "loading the model" in message and "out of memory" in message  # a SIGKILL nobody asked for: likely OOM
+
+
+def test_a_run_whose_pid_now_belongs_to_another_process_is_interrupted_and_blocks_nothing(tmp_path):
+    stale = create_run(tmp_path / "runs" / "stale", {"model": "tiny"})
+    # This test's own pid, as if reused after a restart: alive, but started at another time than recorded.
+    stale.set_status("running", pid=os.getpid(), pid_start=process_start(os.getpid()) + 1)
+    assert stale.status()["state"] == "interrupted"
+    assert read_json(stale.file("status.json"))["state"] == "interrupted"  # written back to disk
+    launcher = TrainingLauncher(tmp_path / "runs")
+    assert launcher.active_run() is None and launcher.stop() is None  # not busy, and nothing to kill
+    live = create_run(tmp_path / "runs" / "live", {"model": "tiny"})
+    live.set_status("running", **process_identity(os.getpid()))
+    assert live.status()["state"] == "running" and launcher.active_run().name == "live"
 
 
 def test_launcher_reports_bad_data_or_template_before_making_a_run_folder(tmp_path):
