@@ -21,6 +21,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
     parser.add_argument("--auth", default=os.environ.get("LIFT_AUTH"),
                         help="USER:PASS required to open the app; better in $LIFT_AUTH, which `ps` does not show")
+    parser.add_argument("--models", default=os.environ.get("LIFT_MODELS"),
+                        help="comma-separated models this server may load (for a public Space); default: any")
     parser.add_argument("--max-file-size", default=os.environ.get("LIFT_MAX_FILE_SIZE", "100mb"),
                         help="largest upload accepted, e.g. 100mb or 1gb (default: 100mb)")
     return parser.parse_args(argv)
@@ -52,6 +54,7 @@ def main(argv=None) -> None:
         print(f"warning: {warning}")
 
     from lift_core import models
+    from lift_core.config import split_list
     from lift_ui import build_app
 
     default_model = args.model or models.DEFAULT_MODEL
@@ -59,7 +62,9 @@ def main(argv=None) -> None:
     if not models.has_cuda():
         default_quant = "none"
         print(f"No CUDA GPU found: defaulting to '{default_model}' in full precision on the CPU.")
-    app = build_app(args.runs_dir, default_model, default_quant, notice=warning, delete_cache=DELETE_CACHE)
+    allowed_models = split_list(args.models) if args.models else None
+    app = build_app(args.runs_dir, default_model, default_quant, notice=warning, delete_cache=DELETE_CACHE,
+                    allowed_models=allowed_models)
     app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=args.share,
                                                   auth=auth, max_file_size=args.max_file_size)
 

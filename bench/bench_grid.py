@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.report import write_section
 from lift_core import models, predict, synthetic
 from lift_core.boundary import explorable_features, grid_over
 from lift_core.config import TrainConfig
@@ -32,8 +33,6 @@ from lift_core.predict import Predictor
 from lift_core.runs import Run
 from lift_core.training import run_training
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MARK_START, MARK_END = "<!-- grid:start -->", "<!-- grid:end -->"
 PAPER_SUBSET = 16  # per-prompt sampling is slow: timed on this many points, reported per point
 
 
@@ -159,10 +158,7 @@ def main() -> None:
     table = markdown(rows, variance_ratio, scaling, args, len(grid), len(greedy))
     print(table)
     if args.write_benchmarks:
-        path = REPO_ROOT / "BENCHMARKS.md"
-        text = path.read_text()
-        start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-        path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+        write_section("grid", table)
 
 
 def markdown(rows, variance_ratio, scaling, args, n_points, n_answers) -> str:

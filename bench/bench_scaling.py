@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import write_section
 from lift_core import synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MARK_START, MARK_END = "<!-- scaling:start -->", "<!-- scaling:end -->"
 
 
 def train(folder: Path, model: str, rows: int, steps: int, quant: str) -> dict:
@@ -73,10 +73,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write_benchmarks:
-        path = REPO_ROOT / "BENCHMARKS.md"
-        text = path.read_text()
-        start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-        path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+        write_section("scaling", table)
 
 
 if __name__ == "__main__":

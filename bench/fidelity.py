@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.report import write_section
 from lift_core import synthetic
 from lift_core.config import TrainConfig
 from lift_core.evaluation import run_baselines
@@ -29,8 +30,6 @@ from lift_core.training import run_training
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results" / "fidelity.jsonl"
-MARK_START = "<!-- fidelity:start -->"
-MARK_END = "<!-- fidelity:end -->"
 
 # LIFT/GPT-J's mean RAE over 3 simulations (p = 1), from the paper's repository (syn_mean_across_3sims.csv).
 PAPER_GPTJ_RAE = {"linear": 0.081, "quadratic": 0.111, "exponential": 0.109, "cosine": 0.385,
@@ -164,12 +163,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_benchmarks(table: str, path: Path = REPO_ROOT / "BENCHMARKS.md") -> None:
-    text = path.read_text()
-    start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-    path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
-
-
 # Fields each case sets itself: its table, target, seed and the suite's model.
 CASE_FIELDS = ("data", "target", "test_data", "seed", "model")
 SETTABLE_TYPES = (str, int, float, bool)
@@ -221,7 +214,7 @@ def main() -> None:
     table = markdown([row for row in read_results(args.results) if row["model"] == args.model])
     print(table)
     if args.write_benchmarks:
-        write_benchmarks(table)
+        write_section("fidelity", table)
 
 
 if __name__ == "__main__":

@@ -309,6 +309,12 @@ def conform_test_table(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
         frame[dataset.target] = _regression_target(frame[dataset.target], dataset.target)
     else:
         frame[dataset.target] = frame[dataset.target].map(label_text).astype(str)
+        # Refused now, not after minutes of training: the model can only answer with the classes it was taught.
+        unseen = sorted(set(frame[dataset.target]) - set(dataset.classes))
+        if unseen:
+            shown = ", ".join(repr(label) for label in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
+            raise LiftError(f"The test table's '{dataset.target}' has classes the training table lacks: {shown}. "
+                            "Drop those rows, or add examples of them to the training table.")
     return frame
 
 

@@ -22,9 +22,11 @@ FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 class TrainingLauncher:
     """One training at a time per server; the runs folder, not this object, is the source of truth."""
 
-    def __init__(self, runs_dir):
+    def __init__(self, runs_dir, allowed_models: list[str] | None = None):
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        # On a public server, the models anyone may load (each costs memory, and a hub id a download).
+        self.allowed_models = allowed_models
         self._lock = threading.Lock()
         self._watched: set[Path] = set()  # runs whose process this runner still waits for
 
@@ -53,7 +55,13 @@ class TrainingLauncher:
             path = self.runs_dir / f"{stamp}-{model}-{config.template}-{suffix}"
         return path
 
+    def check_model(self, model: str) -> None:
+        if self.allowed_models and model not in self.allowed_models:
+            raise LiftError(f"This server only offers the models {', '.join(self.allowed_models)}; "
+                            f"'{model}' is not one of them.")
+
     def start(self, config: TrainConfig) -> Run:
+        self.check_model(config.model)
         config.check()
         # Bad data or a bad template is reported here, in the page, instead of as a failed run seconds later.
         dataset, _ = load_splits(config)

@@ -14,16 +14,20 @@ LOGO = Path(__file__).resolve().parent.parent / "assets" / "logo.svg"
 
 
 def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, default_quant: str = "auto",
-              notice: str | None = None, delete_cache: tuple[int, int] | None = None) -> gr.Blocks:
+              notice: str | None = None, delete_cache: tuple[int, int] | None = None,
+              allowed_models: list[str] | None = None) -> gr.Blocks:
     """The whole app. `notice` is a warning shown under the title (an exposed server without a password);
-    `delete_cache` is gradio's (frequency, age) sweep of its temporary copies of uploads and downloads."""
+    `delete_cache` is gradio's (frequency, age) sweep of its temporary copies of uploads and downloads;
+    `allowed_models`, for a public server, are the only models offered and loaded."""
+    if allowed_models and default_model not in allowed_models:
+        default_model = allowed_models[0]
     runs_dir = Path(runs_dir).resolve()
     context = AppContext(
         runs_dir=runs_dir,
         default_model=default_model,
         default_quant=default_quant,
         hardware=models.hardware_summary(),
-        launcher=TrainingLauncher(runs_dir),
+        launcher=TrainingLauncher(runs_dir, allowed_models),
     )
     with gr.Blocks(title=TITLE, delete_cache=delete_cache) as app:
         with gr.Row():
@@ -40,7 +44,8 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
             gr.Markdown(f"⚠️ **{notice}**")
         context.data_path = gr.State(None)
         context.model = gr.Dropdown(
-            choices=list(models.PRESET_MODELS), value=default_model, allow_custom_value=True,
+            choices=list(allowed_models or models.PRESET_MODELS), value=default_model,
+            allow_custom_value=not allowed_models,
             label="Model (preset, hub id or local folder)", render=False,
         )
         for tab in (data_tab, prompt_tab, train_tab, evaluate_tab, explore_tab, runs_tab):

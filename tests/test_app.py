@@ -45,3 +45,24 @@ def test_the_page_shows_the_warning_under_its_title(tmp_path):
     assert any(notice in str(getattr(block, "value", "")) for block in page.blocks.values())
     quiet = build_app(tmp_path / "runs", default_model="tiny", default_quant="none")
     assert not any("without a password" in str(getattr(block, "value", "")) for block in quiet.blocks.values())
+
+
+def test_a_server_with_an_allow_list_offers_and_loads_only_those_models(tmp_path, monkeypatch):
+    from lift_core.config import TrainConfig
+    from lift_core.errors import LiftError
+    from lift_core.launcher import TrainingLauncher
+    from lift_ui import build_app
+
+    monkeypatch.delenv("LIFT_MODELS", raising=False)
+    assert app.parse_args([]).models is None
+    assert app.parse_args(["--models", "tiny, smollm2-135m"]).models == "tiny, smollm2-135m"
+    page = build_app(tmp_path / "runs", default_model="smollm2-135m", default_quant="none", allowed_models=["tiny"])
+    dropdown = next(block for block in page.blocks.values()
+                    if getattr(block, "label", "") == "Model (preset, hub id or local folder)")
+    assert [choice[0] for choice in dropdown.choices] == ["tiny"] and dropdown.value == "tiny"
+    assert not dropdown.allow_custom_value
+    # The page's list is only a convenience: the launcher refuses any other model, whatever the request says.
+    launcher = TrainingLauncher(tmp_path / "public-runs", allowed_models=["tiny"])
+    with pytest.raises(LiftError, match="only offers the models tiny; 'some-org/huge-model' is not one of them"):
+        launcher.start(TrainConfig(data="unused.csv", target="y", model="some-org/huge-model"))
+    assert list((tmp_path / "public-runs").iterdir()) == []  # refused before any run folder

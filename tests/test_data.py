@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from lift_core.data import (
     SUPPORTED_SUFFIXES,
+    conform_test_table,
     infer_task,
     label_text,
     load_table,
@@ -498,3 +499,10 @@ def test_regression_split():
 def test_bad_split_sizes(sizes, match):
     with pytest.raises(LiftError, match=match):
         split_dataset(classes_dataset(n=20), test_size=sizes[0], val_size=sizes[1])
+
+
+def test_a_test_table_with_classes_the_training_table_lacks_is_refused_up_front():
+    dataset = prepare_dataset(pd.DataFrame({"x": range(12), "y": ["cat", "dog"] * 6}), "y")
+    assert conform_test_table(pd.DataFrame({"x": [1, 2], "y": ["dog", "cat"]}), dataset)["y"].tolist() == ["dog", "cat"]
+    with pytest.raises(LiftError, match=r"classes the training table lacks: 'bird', 'fish'\. Drop those rows"):
+        conform_test_table(pd.DataFrame({"x": [1, 2, 3], "y": ["fish", "cat", "bird"]}), dataset)

@@ -40,7 +40,8 @@ def selected_dataset(data_path: str | None, target: str | None, features: list[s
         raise LiftError(_NO_DATA)
     if not target:
         raise LiftError("Choose the target column, the one the model should predict.")
-    return data.prepare_dataset(read_table(data_path), target, features=features or [], task=None if task == "auto" else task)
+    return data.prepare_dataset(read_table(data_path), target, features=features or [],
+                                task=None if task == "auto" else task)
 
 
 def default_target(columns: list[str]) -> str:

@@ -1,5 +1,7 @@
 """Prompt tab: how each row is written as a sentence, previewed live, with its length in the model's tokens."""
 
+from functools import partial
+
 import gradio as gr
 import pandas as pd
 
@@ -43,9 +45,10 @@ def preview_prompts(data_path, target, features, task, template, template_text, 
     return "", placeholders, pd.DataFrame(examples, columns=["prompt", "completion"])
 
 
-def token_stats(data_path, target, features, task, template, template_text, decimals, model_name):
+def token_stats(ctx: AppContext, data_path, target, features, task, template, template_text, decimals, model_name):
     """(message, statistics) of the tokens per training example: prompt, completion and end-of-text token."""
     try:
+        ctx.launcher.check_model(model_name)
         dataset = selected_dataset(data_path, target, features, task)
         prompt_template = selected_template(dataset, template, template_text, decimals)
         lengths = example_lengths(dataset.frame.head(TOKEN_STAT_ROWS), prompt_template, model_name)
@@ -86,4 +89,4 @@ def build(ctx: AppContext) -> None:
            ctx.template_text.change, ctx.decimals.change],
           preview_prompts, selection, [message, placeholders, preview], api_name="preview_prompts",
           trigger_mode="always_last")
-    count_button.click(token_stats, selection + [ctx.model], [message, stats], api_name="token_stats")
+    count_button.click(partial(token_stats, ctx), selection + [ctx.model], [message, stats], api_name="token_stats")

@@ -133,7 +133,9 @@ def show_command(ctx: AppContext, **values):
 
 def estimate(ctx: AppContext, **values) -> str:
     try:
-        return estimate_duration(make_config(**values), ctx.runs_dir).summary()
+        config = make_config(**values)
+        ctx.launcher.check_model(config.model)
+        return estimate_duration(config, ctx.runs_dir).summary()
     except LiftError as error:
         return error_message(error)
 
