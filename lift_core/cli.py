@@ -66,24 +66,24 @@ def _write_table(frame, path) -> None:
 
 
 def _train_config(args):
-    if args.config:
-        # Settings from a file (how the web app launches runs): a column name or a template is never a flag.
-        saved = read_json(args.config)
-        if saved is None:
-            raise LiftError(f"Cannot read the settings file '{args.config}': give a JSON file of TrainConfig fields.")
-        return TrainConfig.from_dict({**saved, **{name: getattr(args, name) for name in SETTINGS
-                                                 if getattr(args, name, None) is not None}})
-    missing = [f"--{name}" for name in REQUIRED_SETTINGS if not getattr(args, name)]
-    if missing:
-        raise LiftError(f"train needs {' and '.join(missing)} (or --config with a settings file).")
+    """The flags given, read as TrainConfig values; with --config, laid over the settings file."""
     values = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
     if isinstance(values.get("features"), str):
         values["features"] = split_list(values["features"])
     if values.get("template_text") and "template" not in values:
         values["template"] = "custom"
-    values["data"] = os.path.abspath(args.data)
-    if values.get("test_data"):
-        values["test_data"] = os.path.abspath(values["test_data"])
+    for path in ("data", "test_data"):
+        if values.get(path):
+            values[path] = os.path.abspath(values[path])
+    if args.config:
+        # Settings from a file (how the web app launches runs): a column name or a template is never a flag.
+        saved = read_json(args.config)
+        if saved is None:
+            raise LiftError(f"Cannot read the settings file '{args.config}': give a JSON file of TrainConfig fields.")
+        return TrainConfig.from_dict({**saved, **values})
+    missing = [f"--{name}" for name in REQUIRED_SETTINGS if name not in values]
+    if missing:
+        raise LiftError(f"train needs {' and '.join(missing)} (or --config with a settings file).")
     return TrainConfig(**values)
 
 

@@ -1,5 +1,6 @@
 """`python -m lift_core` as a user runs it: each command in a subprocess, and one-line errors for mistakes."""
 
+import json
 import re
 
 import numpy as np
@@ -230,3 +231,13 @@ def test_train_needs_data_and_target_or_a_readable_settings_file(tmp_path):
     result = lift_cli("train", "--config", tmp_path / "missing.json", "--out", tmp_path / "run")
     assert result.returncode == 2 and "Cannot read the settings file" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_flags_given_with_a_settings_file_are_read_as_flags(tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"data": "/data/t.csv", "target": "y", "features": ["a, b"], "lr": 0.01}))
+    args = build_parser().parse_args(["train", "--config", str(settings), "--features", "x1, x2", "--out", "run"])
+    config = _train_config(args)
+    assert config.features == ["x1", "x2"] and config.lr == 0.01 and config.data == "/data/t.csv"
+    config = _train_config(build_parser().parse_args(["train", "--config", str(settings), "--out", "run"]))
+    assert config.features == ["a, b"]  # from the file, never split at its comma
