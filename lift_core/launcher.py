@@ -28,11 +28,12 @@ class TrainingLauncher:
         # On a public server, the models anyone may load (each costs memory, and a hub id a download).
         self.allowed_models = allowed_models
         self._lock = threading.Lock()
-        self._watched: set[Path] = set()  # runs whose process this runner still waits for
+        self._watched: set[Path] = set()  # runs whose process this launcher still waits for
 
     def active_run(self) -> Run | None:
         for run in self._launching_runs() + list_runs(self.runs_dir):
-            if run.status().get("state") in ACTIVE_STATES and _launched_and_alive(run):
+            status = run.status()
+            if status.get("state") in ACTIVE_STATES and _launched_and_alive(run, status):
                 return run
         return None
 
@@ -137,9 +138,10 @@ class TrainingLauncher:
         # A double click must not throw away a run that was about to stop by itself.
         if time.time() - run.file(STOP_FILE).stat().st_mtime < FORCE_AFTER_S:
             return run, "waiting"
-        if _launched_and_alive(run):  # never a later process that reuses the pid
+        status = run.status()
+        if _launched_and_alive(run, status):  # never a later process that reuses the pid
             try:
-                os.kill(_training_process(run)["pid"], signal.SIGKILL)
+                os.kill(_training_process(run, status)["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
         return run, "killed"
@@ -164,15 +166,14 @@ def ran_out_of_memory(run: Run, status: dict) -> bool:
                                                             status.get("exit_code"))
 
 
-def _training_process(run: Run) -> dict:
-    """The run's pid and its start time: from status.json, else (a run the CLI has not started writing, or one
-    started by hand from the CLI) from launcher.json."""
-    status = run.status()
+def _training_process(run: Run, status: dict) -> dict:
+    """The run's pid and its start time: from its status, else (a run whose process has not written one yet)
+    from launcher.json."""
     return status if status.get("pid") else read_json(run.file(LAUNCHER_FILE)) or {}
 
 
-def _launched_and_alive(run: Run) -> bool:
+def _launched_and_alive(run: Run, status: dict) -> bool:
     # A run folder made by the launcher has no status until the subprocess writes one; it is active while
     # the launched process lives.
-    process = _training_process(run)
+    process = _training_process(run, status)
     return pid_alive(process.get("pid"), process.get("pid_start"))
