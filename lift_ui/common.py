@@ -12,6 +12,11 @@ from lift_core.evaluation import majority_warning
 from lift_core.runs import trained_run_names
 
 
+# Asking a model holds it in memory and keeps every core busy: one such job per server at a time, the others
+# wait in gradio's queue (which shows each its place), and training status and previews stay quick meanwhile.
+MODEL_JOB = {"concurrency_id": "model_inference", "concurrency_limit": 1}
+
+
 def error_message(error: Exception) -> str:
     """How every tab shows a problem with the user's input: in the page, never as a traceback."""
     return f"⚠️ {error}"

@@ -2,12 +2,13 @@
 and their figure builders on small hand-made frames."""
 
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from gradio_client import handle_file
-from helpers import as_frame, plotly_array, plotly_json, train_tiny, two_gaussians
+from helpers import as_frame, new_client, plotly_array, plotly_json, train_tiny, two_gaussians, wait_for
 
 from lift_core.baselines import CLASSIFIERS
 from lift_core.runs import Run
@@ -218,3 +219,32 @@ def test_regression_band_figure_draws_a_band_only_with_std():
     banded = regression_band_figure(grid.assign(std=0.5), "x", train, "y", "t")
     assert list(banded.data[1].y) == list(np.arange(5.0) + 0.5)
     assert [(shape.x0, shape.x1) for shape in banded.layout.shapes] == [(-2.0, -1.0), (1.0, 2.0)]
+
+
+# --- One model job at a time ------------------------------------------------------------------------------------
+
+MODEL_JOBS = {"evaluate", "predict_table", "boundary", "variance"}
+
+
+def test_model_jobs_share_one_queue_slot_and_light_endpoints_do_not(app_server):
+    limits = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in app_server["app"].fns.values()}
+    assert {limits[name] for name in MODEL_JOBS} == {("model_inference", 1)}
+    for light in ("status", "preview_prompts", "select", "runs"):
+        assert limits[light][0] != "model_inference"
+
+
+def test_a_second_model_job_waits_in_the_queue_while_the_first_runs(app_server, runs):
+    from gradio_client.utils import Status
+
+    name = runs["gaussians"].name
+    first = new_client(app_server["url"]).submit(name, 120, 0.5, 20, 1.0, api_name="/variance")
+    waiting = (Status.STARTING, Status.JOINING_QUEUE, Status.IN_QUEUE)
+    wait_for(lambda: first.status().code not in waiting, what="the first job to start")
+    second = new_client(app_server["url"]).submit(name, 10, 0.2, "logreg", api_name="/boundary")
+    queued_behind_first = False
+    while not second.done():
+        status = second.status()
+        queued_behind_first |= status.code == Status.IN_QUEUE and not first.done()
+        time.sleep(0.05)
+    assert first.done() and queued_behind_first
+    assert second.result()[-1].startswith("100 grid points")

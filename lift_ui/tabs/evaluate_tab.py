@@ -12,7 +12,8 @@ from lift_core.evaluation import cached_baselines, ensure_evaluated
 from lift_core.metrics import METRIC_NAMES
 from lift_core.predict import predict_table
 from lift_core.runs import Run, finished_trained_run
-from lift_ui.common import download_copy, engine_progress, error_message, majority_note, run_tab_header
+from lift_ui.common import (MODEL_JOB, download_copy, engine_progress, error_message, majority_note,
+                            run_tab_header)
 from lift_ui.context import AppContext
 from lift_ui.figures.evaluation import baseline_scores_figure, confusion_figure, parity_figure
 
@@ -79,15 +80,17 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Evaluate") as tab:
         picker, message = run_tab_header(ctx.runs_dir, tab, "Test-split results of a trained run, the classical "
                                          "baselines on the same split, and predictions for a new table.")
-        show = gr.Button("Show test results", variant="primary")
+        with gr.Row():
+            show = gr.Button("Show test results", variant="primary")
+            cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=120)
         with gr.Row():
             metrics = gr.Dataframe(label="Test metrics", headers=["metric", "value"], interactive=False, scale=1)
             errors = gr.Plot(label="Errors on the test split", scale=2)
         with gr.Accordion("Test predictions", open=False):
             predictions = gr.Dataframe(label="predictions.csv", interactive=False, max_height=400)
             predictions_file = gr.File(label="Download predictions.csv", interactive=False)
-        gr.on([show.click, picker.change, tab.select], partial(evaluate, ctx), picker,
-              [metrics, errors, predictions, predictions_file, message], api_name="evaluate")
+        evaluating = gr.on([show.click, picker.change, tab.select], partial(evaluate, ctx), picker,
+                           [metrics, errors, predictions, predictions_file, message], api_name="evaluate", **MODEL_JOB)
 
         gr.Markdown("### Baselines on the same split")
         compare = gr.Button("Fit baselines")
@@ -95,8 +98,8 @@ def build(ctx: AppContext) -> None:
             baseline_table = gr.Dataframe(label="Baseline test scores", headers=["name", "score"], interactive=False,
                                           scale=1)
             baseline_chart = gr.Plot(label="Compared with the finetuned model", scale=1)
-        compare.click(partial(baselines, ctx), picker, [baseline_table, baseline_chart, message],
-                      api_name="baselines")
+        comparing = compare.click(partial(baselines, ctx), picker, [baseline_table, baseline_chart, message],
+                                  api_name="baselines")
 
         gr.Markdown("### Predict a new table\nThe table needs the run's feature columns; other columns are kept.")
         with gr.Row():
@@ -104,8 +107,9 @@ def build(ctx: AppContext) -> None:
             predicted_file = gr.File(label="Download the predictions", interactive=False)
         predict = gr.Button("Predict")
         predicted_table = gr.Dataframe(label="Predictions", headers=["y_pred"], interactive=False, max_height=400)
-        predict.click(partial(predict_upload, ctx), [picker, upload], [predicted_table, predicted_file, message],
-                      api_name="predict_table")
+        predicting = predict.click(partial(predict_upload, ctx), [picker, upload],
+                                   [predicted_table, predicted_file, message], api_name="predict_table", **MODEL_JOB)
+        cancel.click(None, cancels=[evaluating, comparing, predicting], api_visibility="private")
         # Results below the run picker belong to the run that produced them.
         picker.change(lambda: (None,) * 4, None, [baseline_table, baseline_chart, predicted_table, predicted_file],
                       api_visibility="private")

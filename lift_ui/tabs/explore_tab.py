@@ -11,7 +11,7 @@ from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, baseline_bound
                                 model_boundary, refinement_resolutions)
 from lift_core.errors import LiftError
 from lift_core.runs import Run, finished_trained_run
-from lift_ui.common import engine_progress, error_message, run_tab_header
+from lift_ui.common import MODEL_JOB, engine_progress, error_message, run_tab_header
 from lift_ui.context import AppContext
 from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
 
@@ -126,9 +126,10 @@ def build(ctx: AppContext) -> None:
         sample = gr.Button("Map the variance of sampled answers")
         variance_plot = gr.Plot(label="Prediction variance")
         drawing = draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline],
-                             [model_plot, baseline_plot, variance_plot, message], api_name="boundary")
+                             [model_plot, baseline_plot, variance_plot, message], api_name="boundary",
+                             **MODEL_JOB)
         sampling = sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature],
-                                [variance_plot, message], api_name="variance")
+                                [variance_plot, message], api_name="variance", **MODEL_JOB)
         cancel.click(None, cancels=[drawing, sampling], api_visibility="private")
 
         # No triggers: on page load and whenever the run changes, so the first run shown gets its settings too.
