@@ -18,8 +18,9 @@ import torch
 from lift_core import models, synthetic
 from lift_core.config import TrainConfig
 from lift_core.prompts import PromptTemplate
-from lift_core.training import (PadCollator, StratifiedSampler, _lift_trainer, _training_arguments, balance_groups,
-                                encode_examples)
+from lift_core.encoding import encode_examples
+from lift_core.training import (PadCollator, StratifiedSampler, TrainingClock, _lift_trainer, _training_arguments,
+                                balance_groups)
 
 WARMUP = 2
 
@@ -69,7 +70,7 @@ def lift_trainer(model, examples, groups, steps: int, batch_size: int, collator)
 
     with tempfile.TemporaryDirectory() as folder:
         config = TrainConfig(batch_size=batch_size, max_steps=steps, logging_steps=5)
-        trainer = _lift_trainer(None, groups, model=model,
+        trainer = _lift_trainer(None, groups, TrainingClock(), model=model,
                                 args=_training_arguments(config, Run(folder), steps, has_validation=False),
                                 train_dataset=examples, data_collator=collator, callbacks=[Clock()])
         trainer.train()

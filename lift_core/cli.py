@@ -126,10 +126,15 @@ def train_options() -> list[tuple[str, str, dict]]:
 
 
 def cmd_train(args) -> None:
-    from lift_core.training import run_training
+    from lift_core.training import resume_training, run_training
 
-    config = _train_config(args)
-    run = run_training(config, args.out)
+    if args.resume:
+        given = [name for name in SETTINGS if getattr(args, name, None) is not None]
+        if given or args.config:
+            raise LiftError("train --resume continues a run with its own settings: give only the run folder.")
+        run = resume_training(args.resume)
+    else:
+        run = run_training(_train_config(args), args.out)
     state = run.status()["state"]
     print(f"run {state}: {run.path}")
     if state == "completed":
@@ -221,7 +226,10 @@ def _add_train_command(commands) -> None:
     train.add_argument("--config", help="a JSON file of settings (TrainConfig fields); flags given too override it")
     for flag, field_name, options in train_options():
         train.add_argument(flag, dest=field_name, **options)
-    train.add_argument("--out", required=True, help="the run folder to create")
+    destination = train.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--out", help="the run folder to create")
+    destination.add_argument("--resume", metavar="RUN_DIR",
+                             help="continue an interrupted, failed or stopped run from its last checkpoint")
     train.set_defaults(handler=cmd_train)
 
 

@@ -52,7 +52,11 @@ class TrainConfig:
                                  label="Log the train loss every (steps)")
     eval_steps: int = setting(0, "evaluate on the validation rows every N steps; 0: 6 evaluations per run",
                               label="Evaluate on the validation rows every (steps)")
-    save_steps: int = setting(0, "save a checkpoint every N steps; 0: no intermediate checkpoints")
+    save_steps: int = setting(0, "also save a checkpoint every N steps; 0: only at each epoch's end, every 5 "
+                                 "minutes and on a stop (what --resume continues from)")
+    max_example_tokens: int = setting(
+        2048, "the longest example (prompt and answer, in tokens) a run accepts; a table with longer rows is refused "
+              "before training. The model's context length caps it too", label="Longest example (tokens)")
     early_stopping_patience: int = setting(
         0, "stop after this many evaluations without a better validation score; 0: off", flag="--early-stopping")
     eval_samples: int = setting(5, "regression: answers sampled per test row; their mean is the prediction")
@@ -87,6 +91,8 @@ class TrainConfig:
             problems.append("warm-up must be a share of the steps in [0, 1)")
         if self.lora_r < 1:
             problems.append("LoRA rank must be at least 1")
+        if self.max_example_tokens < 1:
+            problems.append("the longest example must be at least 1 token")
         if not 0 <= self.lora_dropout < 1:
             problems.append("LoRA dropout must be in [0, 1)")
         if problems:

@@ -5,18 +5,16 @@ finished run of the same model and quantization on this machine, scaled from its
 new table's tokens per example; without such a run, from a rough guess for the built-in models.
 """
 
-import functools
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from lift_core import models
-from lift_core.errors import LiftError
 from lift_core.runs import Run, list_runs
 from lift_core.config import TrainConfig
 from lift_core.data import load_splits
-from lift_core.training import encode_examples
+from lift_core.encoding import example_lengths
 
 # Runs that really trained, so their throughput is measured; a stopped run trained at the same speed.
 FINISHED_STATES = ("completed", "stopped")
@@ -73,24 +71,6 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     seconds_per_step = config.batch_size * tokens_per_example / tokens_per_s
     eval_seconds = len(splits.test) / eval_rows_per_s
     return Estimate(steps, seconds_per_step, steps * seconds_per_step + eval_seconds, source, eval_seconds)
-
-
-def example_lengths(frame, template, model_name: str, trust_remote_code: bool = False) -> list[int]:
-    """Tokens of each row's training example (prompt, answer and end-of-text), in the model's tokenizer."""
-    try:
-        tokenizer = _tokenizer(model_name, trust_remote_code)
-    except LiftError:
-        raise
-    except Exception as error:  # a remote-code tokenizer can fail in ways of its own
-        raise LiftError(f"Could not load the tokenizer of '{model_name}' to count tokens: {error}") from error
-    return [len(example["input_ids"]) for example in encode_examples(frame, template, tokenizer)]
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(model_name: str, trust_remote_code: bool):
-    # Loading takes a moment (a GGUF conversion the first time), and the Prompt and Train tabs ask again and
-    # again for the same model; a few models at most, so a long-lived server does not fill its memory.
-    return models.load_tokenizer(model_name, trust_remote_code)
 
 
 def _speed(config: TrainConfig, runs_dir) -> tuple[float, float, str] | None:

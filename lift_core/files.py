@@ -6,15 +6,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object], replace_folder: bool = False) -> None:
     """write(a temporary path beside `path`), then rename it to `path` in one step.
 
-    Works for a file or a folder. If the rename fails (a folder another process completed first), the
-    temporary copy is removed and the error raised.
+    Works for a file or a folder. A folder already at `path` stays unless `replace_folder`: then it is set
+    aside just before the rename and removed after it. Otherwise, if the rename fails (a folder another process
+    completed first), the temporary copy is removed and the error raised.
     """
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(partial)
+    previous = path.with_name(f".{path.name}.{os.getpid()}.old")
+    if replace_folder and path.is_dir():
+        os.replace(path, previous)
     try:
         os.replace(partial, path)
     except OSError:
@@ -23,3 +27,4 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         else:
             partial.unlink(missing_ok=True)
         raise
+    shutil.rmtree(previous, ignore_errors=True)

@@ -1,6 +1,8 @@
 """Owns the training subprocess. The web app never trains in a request: it asks this launcher to start the
 engine's CLI, and reads the run folder, so the page stays responsive and a browser refresh loses nothing."""
 
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -17,6 +19,9 @@ from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, SETTINGS_FILE, STOP_FI
                             process_identity, read_json, write_json_atomically)
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
+# Held while a launch checks that no training is active and starts one: app processes sharing a runs folder
+# take turns too, not only this server's threads.
+LAUNCH_LOCK_FILE = ".launch.lock"
 
 
 class TrainingLauncher:
@@ -62,33 +67,61 @@ class TrainingLauncher:
                             f"'{model}' is not one of them.")
 
     def start(self, config: TrainConfig) -> Run:
+        from lift_core.encoding import check_example_lengths
+
         self.check_model(config.model)
         config.check()
-        # Bad data or a bad template is reported here, in the page, instead of as a failed run seconds later.
-        dataset, _ = load_splits(config)
+        # Bad data, a bad template or rows too long are reported here, in the page, instead of as a failed run.
+        dataset, splits = load_splits(config)
         config.template_for(dataset.features, dataset.target)
-        with self._lock:
-            busy = self.active_run()
-            if busy:
-                raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
-                                "first: one training runs at a time.")
+        check_example_lengths(config, dataset, splits)
+        with self._exclusive():
             run = Run(self.new_run_path(config))
             run.path.mkdir(parents=True)
             # The settings travel as a file: no column name, template text or value can pass for a flag.
             write_json_atomically(run.file(SETTINGS_FILE), asdict(config))
-            command = training_command(run.file(SETTINGS_FILE), run.path)
-            log = open(run.file("log.txt"), "w")
-            log.write(" ".join(command) + "\n\n")
+            self._launch(run, training_command(run.file(SETTINGS_FILE), run.path), config, log_mode="w")
+        return run
+
+    def resume(self, run: Run) -> str:
+        """Start an interrupted, failed or stopped run's training again from its last checkpoint; returns where
+        it picks up, in words."""
+        problem = run.resume_problem()
+        if problem:
+            raise LiftError(problem)
+        config = TrainConfig.from_dict(run.config())
+        self.check_model(config.model)
+        with self._exclusive():
+            point = run.resume_point()
+            run.file(STOP_FILE).unlink(missing_ok=True)  # else the resumed run would stop at its first step
+            process = self._launch(run, resume_command(run.path), config, log_mode="a")
+            # Active from now on, before the process writes its own status.
+            run.set_status("queued", **process_identity(process.pid))
+        return point
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Refuses when a training is active; otherwise holds the launch lock until the new one is recorded."""
+        with self._lock, open(self.runs_dir / LAUNCH_LOCK_FILE, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            busy = self.active_run()
+            if busy:
+                raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
+                                "first: one training runs at a time.")
+            yield
+
+    def _launch(self, run: Run, command: list[str], config: TrainConfig, log_mode: str) -> subprocess.Popen:
+        with open(run.file("log.txt"), log_mode) as log:
+            log.write(("\n" if log_mode == "a" else "") + " ".join(command) + "\n\n")
             log.flush()
             environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
             # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the run.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=environment, start_new_session=True)
-            log.close()
-            write_json_atomically(run.file(LAUNCHER_FILE), {**process_identity(process.pid), "launched": time.time()})
-            self._watched.add(run.path)
+        write_json_atomically(run.file(LAUNCHER_FILE), {**process_identity(process.pid), "launched": time.time()})
+        self._watched.add(run.path)
         threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
-        return run
+        return process
 
     def finishing(self, run: Run) -> bool:
         """True until the run's process has ended and its exit code is recorded; a page polls until then,
@@ -109,7 +142,8 @@ class TrainingLauncher:
                 # Record the settings so the failed run is listed and can be inspected after a refresh.
                 write_json_atomically(run.file("config.json"), asdict(config))
             if run.stop_requested() and exit_code == -signal.SIGKILL:
-                error = "Stopped by force before the adapter was saved."
+                error = ("Stopped by force during the test evaluation; the adapter is saved."
+                         if run.status().get("trained") else "Stopped by force before the adapter was saved.")
             elif exit_code < 0:
                 # The log's last line is whatever the process printed before the signal, not the cause.
                 error = f"The training process was killed (signal {-exit_code}, {signal.Signals(-exit_code).name})."
@@ -157,6 +191,10 @@ class TrainingLauncher:
 def training_command(settings: Path, out_dir: Path) -> list[str]:
     """The training process the launcher starts: the engine's CLI, reading its settings from a file."""
     return [sys.executable, "-m", "lift_core", "train", "--config", str(settings), "--out", str(out_dir)]
+
+
+def resume_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "lift_core", "train", "--resume", str(run_dir)]
 
 
 def ran_out_of_memory(run: Run, status: dict) -> bool:

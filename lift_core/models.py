@@ -1,5 +1,6 @@
 """Resolve a model name, load it (optionally 4/8-bit), and wrap it with LoRA."""
 
+import functools
 import importlib.util
 import os
 import platform
@@ -152,6 +153,21 @@ def _build_tiny_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
     )
+
+
+@functools.lru_cache(maxsize=8)
+def context_length(model_name: str, trust_remote_code: bool = False) -> int | None:
+    """The longest sequence the model takes, from its config; None where the config cannot be read (a hub id
+    offline: loading the model then says why) or does not say."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, LiftError):
+        return None
+    config = config.get_text_config()
+    return next((value for name in ("max_position_embeddings", "n_positions", "max_sequence_length")
+                 if isinstance(value := getattr(config, name, None), int) and value > 0), None)
 
 
 def has_cuda() -> bool:

@@ -7,7 +7,8 @@
     log.txt         the training process's output (written by whoever launched it)
     splits/         train.csv, val.csv, test.csv exactly as used
     adapter/        the LoRA adapter (peft safetensors), of the best validation step
-    checkpoints/    intermediate checkpoints, only with save_steps
+    checkpoints/    the latest checkpoint (adapter, optimizer, scheduler, RNG, trainer state; lift_state.json last),
+                    saved at each epoch's end, at least every 5 minutes and on a stop: what --resume continues from
     eval.json       test metrics
     predictions.csv the test rows with y_true, y_pred and probabilities or spread
     baselines.csv   the scikit-learn baselines' test scores on the same split, once someone asks for them
@@ -30,10 +31,14 @@ from lift_core.metrics import SUMMARY_METRICS
 
 STATES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
 ACTIVE_STATES = ("queued", "running")
+RESUMABLE_STATES = ("interrupted", "failed", "stopped")
 STOP_FILE = "STOP"
 LAUNCHER_FILE = "launcher.json"
 SETTINGS_FILE = "settings.json"
 BASELINES_FILE = "baselines.csv"
+CHECKPOINTS_DIR = "checkpoints"
+# Written last into a checkpoint folder: a folder without it was cut off mid-save and is never resumed from.
+CHECKPOINT_STATE_FILE = "lift_state.json"
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
@@ -176,6 +181,37 @@ class Run:
         # tqdm redraws with carriage returns: keep only the latest state of each line.
         lines = [line.split("\r")[-1] for line in text.splitlines()]
         return "\n".join(lines[-n_lines:])
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget the metrics logged after `step`: a resumed run logs those steps again."""
+        rows = [row for row in self.metrics() if (row.get("step") or 0) <= step]
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        write_atomically(self.file("metrics.jsonl"), lambda partial: partial.write_text(text))
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, if any."""
+        complete = [folder for folder in (self.path / CHECKPOINTS_DIR).glob("checkpoint-*")
+                    if (folder / CHECKPOINT_STATE_FILE).exists()]
+        return max(complete, key=lambda folder: int(folder.name.rsplit("-", 1)[1]), default=None)
+
+    def resume_point(self) -> str:
+        """Where `--resume` would pick the run up, in words."""
+        if self.status().get("trained"):
+            return "at its test evaluation (training had finished)"
+        checkpoint = self.latest_checkpoint()
+        if checkpoint is None:
+            return "from step 0 (no checkpoint was saved)"
+        return f"from step {read_json(checkpoint / CHECKPOINT_STATE_FILE)['step']}"
+
+    def resume_problem(self) -> str | None:
+        """Why this run cannot be resumed, or None when it can."""
+        state = self.status().get("state")
+        if state not in RESUMABLE_STATES:
+            return (f"Run '{self.name}' is {state}: only an interrupted, failed or stopped run can be resumed.")
+        if not (self.splits_dir / "train.csv").exists() or not self.file("dataset.json").exists():
+            return (f"Run '{self.name}' ended before it saved its data splits, so there is nothing to resume: "
+                    "fix what its error says and start a new run.")
+        return None
 
     def request_stop(self) -> None:
         self.file(STOP_FILE).touch()

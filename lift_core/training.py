@@ -4,11 +4,13 @@ import inspect
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,44 +18,16 @@ import torch
 
 from lift_core import data, metrics, models, prompts
 from lift_core.config import TrainConfig
+from lift_core.encoding import check_example_lengths, encode_examples
 from lift_core.errors import LiftError
-from lift_core.evaluation import evaluate_run
+from lift_core.evaluation import evaluate_run, run_dataset
 from lift_core.files import write_atomically
-from lift_core.runs import Run, create_run, process_identity
+from lift_core.runs import (CHECKPOINT_STATE_FILE, CHECKPOINTS_DIR, STOP_FILE, Run, create_run, process_identity,
+                            read_json, write_json_atomically)
 
-
-def encode_examples(frame, template, tokenizer) -> list[dict]:
-    """Token ids of prompt + answer, with the loss masked to the answer tokens.
-
-    `decision_index` marks each example's decision token: the first answer token at which the answers in
-    `frame` differ. The tokens before it (a space, say) and the terminator after it are learned in a few
-    steps; the decision token's own loss is what tells whether the model is learning the task.
-    """
-    encoded, answers = [], []
-    for row in frame.to_dict("records"):
-        prompt_text, completion_text = template.example(row)
-        prompt_ids = tokenizer(prompt_text)["input_ids"]
-        answer_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-        answer_ids = answer_ids + [tokenizer.eos_token_id]
-        answers.append(answer_ids)
-        encoded.append({
-            "input_ids": prompt_ids + answer_ids,
-            "labels": [-100] * len(prompt_ids) + answer_ids,
-        })
-    offset = decision_offset(answers)
-    for example, answer_ids in zip(encoded, answers):
-        example["decision_index"] = len(example["input_ids"]) - len(answer_ids) + min(offset, len(answer_ids) - 1)
-    return encoded
-
-
-def decision_offset(answers: list[list[int]]) -> int:
-    """How many leading tokens all answers share: the position, within an answer, of the decision token."""
-    if not answers:
-        return 0
-    offset = 0
-    while all(len(answer) > offset for answer in answers) and len({answer[offset] for answer in answers}) == 1:
-        offset += 1
-    return offset
+# A checkpoint at least this often (besides one at each epoch's end), so a killed run loses minutes at most.
+CHECKPOINT_EVERY_S = 300
+BEST_WEIGHTS_FILE = "best_weights.safetensors"  # the validator's best weights so far, in a checkpoint
 
 
 class PadCollator:
@@ -142,20 +116,47 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signalled or self.run.stop_requested()
 
+    def check(self, done: int, total: int) -> None:
+        """A progress callback that ends a test evaluation once a stop is requested."""
+        if self.requested:
+            raise StoppedDuringEvaluation()
 
-def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"):
+
+class StoppedDuringEvaluation(Exception):
+    pass
+
+
+class TrainingClock:
+    """Seconds spent training, summed over a run's resumes: what metrics.jsonl and the checkpoints record."""
+
+    def __init__(self, before: float = 0.0):
+        self.before = before
+        self.started = time.time()
+
+    def start(self) -> None:
+        self.started = time.time()
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.started
+
+
+def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None", clock: TrainingClock):
     from transformers import TrainerCallback
 
     class RunMetricsCallback(TrainerCallback):
         """Appends one metrics.jsonl row per log event and honours stop requests and early stopping."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.time()
+            clock.start()
+            self.last_step = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
-            elapsed = time.time() - self.started
+            elapsed = clock.elapsed()
             step = state.global_step
+            if step == self.last_step and not any(key in logs for key in LOGGED_KEYS):
+                return  # the closing summary at a step already logged: one row per step
+            self.last_step = step
             per_step = elapsed / step if step else None
             run.append_metrics({
                 "step": step,
@@ -181,6 +182,32 @@ def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"
                 control.should_training_stop = True
 
     return RunMetricsCallback()
+
+
+def _checkpoint_callback(stop: StopRequest, save_steps: int):
+    from transformers import TrainerCallback
+
+    class CheckpointSchedule(TrainerCallback):
+        """Asks for a checkpoint at each epoch's end, every `save_steps` steps, at least every CHECKPOINT_EVERY_S
+        seconds, and on a stop; never at the last step, after which the adapter itself is saved."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_save = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            due = (stop.requested or (save_steps and state.global_step % save_steps == 0)
+                   or time.time() - self.last_save >= CHECKPOINT_EVERY_S)
+            if due and state.global_step < state.max_steps:
+                control.should_save = True
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if state.global_step < state.max_steps:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last_save = time.time()
+
+    return CheckpointSchedule()
 
 
 # Trainer log keys that go into metrics.jsonl, besides the step counters and timings.
@@ -237,6 +264,25 @@ class Validator:
     def exhausted(self) -> bool:
         return self.patience > 0 and self.stale >= self.patience
 
+    def state(self) -> dict:
+        return {"best_score": self.best_score, "best_step": self.best_step, "stale": self.stale}
+
+    def save(self, folder: Path) -> None:
+        """The best weights so far into a checkpoint folder (the scores go into its state file)."""
+        if self.best_weights is not None:
+            from safetensors.torch import save_file
+
+            save_file({name: weights.contiguous() for name, weights in self.best_weights.items()},
+                      folder / BEST_WEIGHTS_FILE)
+
+    def load(self, folder: Path, state: dict) -> None:
+        """Continue from a checkpoint: its best score, step, patience count and best weights."""
+        self.best_score, self.best_step, self.stale = state["best_score"], state["best_step"], state["stale"]
+        if (folder / BEST_WEIGHTS_FILE).exists():
+            from safetensors.torch import load_file
+
+            self.best_weights = load_file(folder / BEST_WEIGHTS_FILE)
+
     def restore_best(self, model) -> None:
         if self.best_weights is None:
             return
@@ -275,7 +321,7 @@ def answer_loss(model, batch: dict, keeps_logits: bool = True):
     return loss, decision_losses, outputs
 
 
-def _lift_trainer(validator: Validator | None, sampler_groups, **trainer_arguments):
+def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingClock, **trainer_arguments):
     from transformers import Trainer
 
     class LiftTrainer(Trainer):
@@ -303,6 +349,21 @@ def _lift_trainer(validator: Validator | None, sampler_groups, **trainer_argumen
                 totals[0] += decision_losses.sum().item()
                 totals[1] += len(decision_losses)
             return (loss, outputs) if return_outputs else loss
+
+        def _save_checkpoint(self, model, trial):
+            """The Trainer's checkpoint, then the validator's best and the state file, written last to mark it
+            complete; only then are older checkpoints removed, so a kill mid-save leaves the previous one."""
+            super()._save_checkpoint(model, trial)
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if validator is not None:
+                validator.save(folder)
+            write_json_atomically(folder / CHECKPOINT_STATE_FILE, {
+                "step": self.state.global_step, "elapsed_s": clock.elapsed(),
+                "validator": validator.state() if validator is not None else None,
+            })
+            for older in folder.parent.glob("checkpoint-*"):
+                if older != folder:
+                    shutil.rmtree(older, ignore_errors=True)
 
         def evaluate(self, *args, **kwargs):
             if validator is not None:
@@ -333,7 +394,7 @@ def _training_arguments(config: TrainConfig, run: Run, total: int, has_validatio
     logging_steps = config.logging_steps or min(10, max(1, total // 50))
     eval_steps = config.eval_steps or max(1, math.ceil(total / EVALUATIONS_PER_RUN))
     return TrainingArguments(
-        output_dir=str(run.path / "checkpoints"),
+        output_dir=str(run.path / CHECKPOINTS_DIR),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.lr,
@@ -344,8 +405,7 @@ def _training_arguments(config: TrainConfig, run: Run, total: int, has_validatio
         logging_first_step=True,
         eval_strategy="steps" if has_validation else "no",
         eval_steps=eval_steps,
-        save_strategy="steps" if config.save_steps else "no",
-        save_steps=config.save_steps or 500,
+        save_strategy="no",  # CheckpointSchedule decides when
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
@@ -358,8 +418,12 @@ def _training_arguments(config: TrainConfig, run: Run, total: int, has_validatio
     )
 
 
-def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits, stop: StopRequest):
-    """Finetune, keep the best evaluation's weights, and save the adapter. Returns (peft model, tokenizer, stopped?)."""
+def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits, stop: StopRequest,
+                checkpoint: Path | None = None):
+    """Finetune (from `checkpoint`, if given), keep the best evaluation's weights, and save the adapter.
+
+    Returns (peft model, tokenizer, stopped?).
+    """
     from transformers import PrinterCallback, set_seed
 
     from lift_core.predict import Predictor
@@ -379,25 +443,29 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
         predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback,
                               config.batch_size * 4)
         validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience)
+    saved = read_json(checkpoint / CHECKPOINT_STATE_FILE) if checkpoint else {}
+    if validator is not None and saved.get("validator"):
+        validator.load(checkpoint, saved["validator"])
+    clock = TrainingClock(saved.get("elapsed_s", 0.0))
     total = config.planned_steps(len(train_set))
     trainer = _lift_trainer(
-        validator, balance_groups(splits.train, dataset.target, dataset.task),
+        validator, balance_groups(splits.train, dataset.target, dataset.task), clock,
         model=model,
         args=_training_arguments(config, run, total, has_validation=bool(val_set)),
         train_dataset=train_set,
         eval_dataset=val_set or None,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[_metrics_callback(run, stop, validator)],
+        callbacks=[_metrics_callback(run, stop, validator, clock), _checkpoint_callback(stop, config.save_steps)],
     )
     # Our callback prints one line per log step; the default printer would repeat it as a dict.
     trainer.remove_callback(PrinterCallback)
     run.set_status("running", quantization=loaded.quantization, hardware=models.hardware_summary())
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if validator is not None and validator.best_step is not None:
         validator.restore_best(model)
         run.set_status("running", best_step=validator.best_step, best_validation={validator.key: validator.best_score})
     # Written whole or not at all: a kill mid-save leaves no adapter folder rather than a truncated one.
-    write_atomically(run.adapter_dir, model.save_pretrained)
+    write_atomically(run.adapter_dir, model.save_pretrained, replace_folder=True)
     return model, tokenizer, stop.requested
 
 
@@ -430,22 +498,57 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     # Bad data fails here, before a run folder exists, so the same --out can be used again.
     dataset, splits = splits_loaded or data.load_splits(config)
     config.template_for(dataset.features, dataset.target)  # a bad template fails here too, before the folder
+    check_example_lengths(config, dataset, splits)
     run = create_run(out_dir, asdict(config))
+    record_dataset(run, dataset, splits)
+    return _train_and_evaluate(config, run, dataset, splits)
+
+
+def resume_training(run_dir) -> Run:
+    """`lift_core train --resume`: an interrupted, failed or stopped run continues from its last checkpoint,
+    on the same splits and in the same batch order, up to its planned final step; then it is evaluated."""
+    run = Run(run_dir)
+    if not run.file("config.json").exists():
+        raise LiftError(f"'{run_dir}' holds no run to resume: give the --out folder of an earlier training.")
+    problem = run.resume_problem()
+    if problem:
+        raise LiftError(problem)
+    config = TrainConfig.from_dict(run.config())
+    dataset, splits = run_dataset(run)
+    checkpoint = None if run.status().get("trained") else run.latest_checkpoint()
+    print(f"resuming run {run.path} {run.resume_point()}", flush=True)
+    run.file(STOP_FILE).unlink(missing_ok=True)
+    run.drop_metrics_after(read_json(checkpoint / CHECKPOINT_STATE_FILE)["step"] if checkpoint else 0)
+    for stale in ("eval.json", "predictions.csv"):  # they describe the adapter the resumed run replaces
+        run.file(stale).unlink(missing_ok=True)
+    run.set_status("running", error=None, exit_code=None, finished=None, note=None, resumed=time.time())
+    return _train_and_evaluate(config, run, dataset, splits, checkpoint)
+
+
+def _train_and_evaluate(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits,
+                        checkpoint: Path | None = None) -> Run:
+    trained = run.status().get("trained", False)
     run.set_status("running", **process_identity(os.getpid()), started=time.time())
     try:
         # Listen for a stop from here on: a SIGTERM while the model loads must still end as `stopped`.
         with StopRequest(run) as stop:
-            record_dataset(run, dataset, splits)
-            model, tokenizer, stopped = train_model(config, run, dataset, splits, stop)
-            if stopped:
-                run.set_status("stopped", finished=time.time())
-                return run
+            model = tokenizer = None
+            if not trained:
+                model, tokenizer, stopped = train_model(config, run, dataset, splits, stop, checkpoint)
+                if stopped:
+                    run.set_status("stopped", finished=time.time())
+                    return run
+                run.set_status("running", trained=True)
             if not splits.test.empty:  # the Python API holds out its own test rows
-                evaluate_run(run, model=model, tokenizer=tokenizer)
+                try:
+                    evaluate_run(run, model=model, tokenizer=tokenizer, progress=stop.check)
+                except StoppedDuringEvaluation:
+                    run.set_status("stopped", finished=time.time(),
+                                   note="Stopped during the test evaluation; the adapter is saved.")
+                    return run
             run.set_status("completed", finished=time.time())
             return run
     except BaseException as error:
         message = str(error) if isinstance(error, LiftError) else f"{error.__class__.__name__}: {error}"
         run.set_status("failed", error=message, finished=time.time())
         raise
-

@@ -13,7 +13,7 @@ from lift_core.errors import LiftError
 from lift_core.estimate import EVAL_ROWS_PER_S, TINY_CPU_TOKENS_PER_S, estimate_duration
 from lift_core.presets import PRESET_FIELDS, PRESETS, apply_preset
 from lift_core.runs import create_run
-from lift_core.training import encode_examples
+from lift_core.encoding import encode_examples
 
 
 # ---------- presets ----------

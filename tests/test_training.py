@@ -18,7 +18,8 @@ from lift_core.errors import LiftError
 from lift_core.predict import Predictor
 from lift_core.prompts import PromptTemplate
 from lift_core.runs import Run
-from lift_core.training import PadCollator, encode_examples, run_training
+from lift_core.encoding import encode_examples
+from lift_core.training import PadCollator, run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ import pandas as pd
 from lift_core import prompts
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
 from lift_core.errors import LiftError
-from lift_core.estimate import example_lengths
+from lift_core.encoding import example_lengths
 from lift_ui.common import error_message, setting_control
 from lift_ui.context import AppContext
 from lift_ui.tabs.data_tab import selected_dataset

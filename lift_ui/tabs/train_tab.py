@@ -193,9 +193,10 @@ def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio]:
                          "batch_size": setting_control("batch_size", minimum=1),
                          "val_size": setting_control("val_size", slider=True, minimum=0, maximum=0.5, step=0.05),
                          "seed": setting_control("seed")}
-            with gr.Accordion("Logging", open=False):
+            with gr.Accordion("Logging and limits", open=False):
                 settings |= {"logging_steps": setting_control("logging_steps", minimum=0),
-                             "eval_steps": setting_control("eval_steps", minimum=0)}
+                             "eval_steps": setting_control("eval_steps", minimum=0),
+                             "max_example_tokens": setting_control("max_example_tokens", minimum=1)}
     settings["quant"] = quant
     return settings, preset
 
