@@ -515,10 +515,12 @@ def resume_training(run_dir) -> Run:
         raise LiftError(problem)
     config = TrainConfig.from_dict(run.config())
     dataset, splits = run_dataset(run)
-    checkpoint = None if run.status().get("trained") else run.latest_checkpoint()
+    trained = run.status().get("trained")
+    checkpoint = None if trained else run.latest_checkpoint()
     print(f"resuming run {run.path} {run.resume_point()}", flush=True)
     run.file(STOP_FILE).unlink(missing_ok=True)
-    run.drop_metrics_after(read_json(checkpoint / CHECKPOINT_STATE_FILE)["step"] if checkpoint else 0)
+    if not trained:
+        run.drop_metrics_after(read_json(checkpoint / CHECKPOINT_STATE_FILE)["step"] if checkpoint else 0)
     for stale in ("eval.json", "predictions.csv"):  # they describe the adapter the resumed run replaces
         run.file(stale).unlink(missing_ok=True)
     run.set_status("running", error=None, exit_code=None, finished=None, note=None, resumed=time.time())

@@ -24,6 +24,8 @@ class AppContext:
     template_text: gr.Textbox | None = None
     decimals: gr.Number | None = None
     model: gr.Dropdown | None = None           # created unrendered: the Prompt tab reads it, Train renders it
+    training_run: gr.State | None = None       # the run the Train tab follows (its folder)
+    training_timer: gr.Timer | None = None     # the Train tab's poll; another tab that starts a run switches it on
 
     @property
     def uploads_dir(self) -> Path:

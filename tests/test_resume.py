@@ -211,3 +211,27 @@ def test_a_killed_training_resumes_and_reaches_its_final_step(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nkill-and-resume: killed at step {killed_at}, resumed from checkpoint step {checkpoint_step} "
               f"({killed_at - checkpoint_step} steps lost), final step {run.metrics()[-1]['step']}/{planned}")
+
+
+def test_a_stop_during_the_test_evaluation_keeps_the_adapter_and_resume_only_evaluates(tmp_path, model_cache,
+                                                                                      one_torch_thread, monkeypatch):
+    evaluate = training.evaluate_run
+
+    def stop_then_evaluate(run, **kwargs):
+        run.request_stop()  # as the Stop button would, once training has ended
+        return evaluate(run, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_run", stop_then_evaluate)
+    run = train_tiny(tmp_path)[1]
+    status = run.status()
+    assert status["state"] == "stopped" and status["trained"]
+    assert status["note"] == "Stopped during the test evaluation; the adapter is saved."
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file() and run.eval_results() is None
+    assert run.resume_point() == "at its test evaluation (training had finished)"
+
+    monkeypatch.setattr(training, "evaluate_run", evaluate)
+    steps = [row["step"] for row in run.metrics()]
+    resume_training(run.path)
+    assert run.status()["state"] == "completed" and run.status()["note"] is None
+    assert run.eval_results()["accuracy"] >= 0.9
+    assert [row["step"] for row in run.metrics()] == steps  # nothing trained again

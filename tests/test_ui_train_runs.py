@@ -3,13 +3,16 @@
 import json
 import os
 import re
+import subprocess
 import sys
+import time
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import figure_points, new_client, plotly_json, wait_for, write_table
+from helpers import REPO_ROOT, figure_points, new_client, plotly_json, wait_for, write_table
 
 from lift_core import launcher as launcher_module
 from lift_core.config import TrainConfig
@@ -333,3 +336,100 @@ def test_delete_run_needs_confirmation(client, app_server):
     assert "Deleted" in message and confirm is False
     assert not run.path.exists()
     assert run.name not in [row[0] for row in table["data"]]
+
+
+# ---------- one launch at a time, across processes ----------
+
+def tiny_config(folder, **settings) -> TrainConfig:
+    table = write_table(pd.DataFrame({"x": range(40), "y": [0, 1] * 20}), folder / "table.csv")
+    return TrainConfig(**{**TINY, "data": table, "max_steps": 5, **settings})
+
+
+def test_a_launch_waits_while_another_app_process_holds_the_launch_lock(tmp_path):
+    import fcntl
+    import threading
+
+    launcher = TrainingLauncher(tmp_path / "runs")
+    launched = {}
+    with open(tmp_path / "runs" / launcher_module.LAUNCH_LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another server process would while it launches
+        thread = threading.Thread(target=lambda: launched.update(run=launcher.start(tiny_config(tmp_path))))
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive() and not [path for path in (tmp_path / "runs").iterdir() if path.is_dir()]
+    thread.join(60)
+    run = launched["run"]
+    wait_for(lambda: not launcher.finishing(run), timeout=120, what="the run's process to end")
+    assert run.status()["state"] == "completed"
+
+
+RACE = """
+import sys, time
+from lift_core.config import TrainConfig
+from lift_core.errors import LiftError
+from lift_core.launcher import TrainingLauncher
+config = TrainConfig.from_dict({settings})
+launcher = TrainingLauncher({runs!r})
+time.sleep(max(0.0, {at} - time.time()))
+try:
+    print("started", launcher.start(config).name, flush=True)
+except LiftError as error:
+    print("refused", error, flush=True)
+"""
+
+
+@pytest.mark.slow  # two server processes and a training
+def test_two_app_processes_on_one_runs_folder_start_one_training(tmp_path):
+    runs = tmp_path / "runs"
+    settings = asdict(tiny_config(tmp_path, max_steps=100_000))
+    # Both processes call start at the same moment, once their imports are done.
+    script = RACE.format(settings=settings, runs=str(runs), at=time.time() + 8)
+    servers = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = sorted(server.communicate(timeout=120)[0] for server in servers)
+    launcher = TrainingLauncher(runs)
+    try:
+        assert [output.split()[0] for output in outputs] == ["refused", "started"], outputs
+        assert "one training runs at a time" in outputs[0]
+        assert len([path for path in runs.iterdir() if path.is_dir()]) == 1
+    finally:
+        if launcher.stop():
+            wait_for(lambda: launcher.active_run() is None, timeout=120, what="the training to stop")
+
+
+# ---------- resuming from the page ----------
+
+@pytest.fixture(scope="module")
+def resumed_run(loaded):
+    """A 300-step tiny run stopped early, then resumed with the Train tab's Resume: what the page said on the way."""
+    seen = {"message": loaded.predict(**TINY, max_steps=300, logging_steps=5, api_name="/start")}
+    seen["name"] = started_run(seen["message"])
+    poll_status(loaded, lambda plot, progress, log, state: figure_points(plot) > 0, "the first loss points")
+    loaded.predict(api_name="/stop")
+    seen["stopped"] = poll_status(loaded, lambda plot, progress, log, state: "stopped" in state, "the run to stop")
+    seen["resume"] = loaded.predict(api_name="/resume")
+    seen["second_resume"] = loaded.predict(api_name="/resume")
+    seen["completed"] = poll_status(loaded, lambda plot, progress, log, state: "completed" in state,
+                                    "the resumed run to complete", timeout=240)
+    seen["resume_completed"] = loaded.predict(api_name="/resume")
+    return seen
+
+
+@pytest.mark.slow  # a 300-step training
+def test_a_stopped_run_resumes_from_the_train_tab_to_its_last_step(resumed_run, app_server):
+    offered = re.search(r"Resume\*\* continues it from step (\d+)", resumed_run["stopped"][3])
+    assert offered, resumed_run["stopped"][3]
+    assert resumed_run["resume"] == f"Resumed run `{resumed_run['name']}` from step {offered.group(1)}."
+    assert re.search(r"is (queued|running): only an interrupted", resumed_run["second_resume"])
+    plot, progress, log, state = resumed_run["completed"]
+    assert "step 300/300" in progress and "accuracy" in state
+    assert "is completed: only an interrupted, failed or stopped run can be resumed" in resumed_run["resume_completed"]
+    run = Run(app_server["runs_dir"] / resumed_run["name"])
+    steps = [row["step"] for row in run.metrics() if row.get("loss") is not None]
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+
+
+def test_the_runs_tab_resumes_only_resumable_runs(client, completed_run, failed_run):
+    open_runs_tab(client)
+    message = client.predict(completed_run["name"], api_name="/resume_run")[0]
+    assert message.startswith("⚠️") and "is completed" in message

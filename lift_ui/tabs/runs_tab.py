@@ -65,6 +65,16 @@ def download_adapter(ctx: AppContext, name):
         return None, error_message(error)
 
 
+def resume_run(ctx: AppContext, name):
+    """Resume the selected run; the Train tab follows it."""
+    try:
+        run = find_run(ctx.runs_dir, name)
+        point = ctx.launcher.resume(run)
+    except LiftError as error:
+        return error_message(error), gr.skip(), gr.skip()
+    return f"Resumed run '{name}' {point}: follow it in the Train tab.", str(run.path), gr.Timer(active=True)
+
+
 def delete_run(ctx: AppContext, name, confirmed, compared_names):
     try:
         run = find_run(ctx.runs_dir, name)
@@ -87,6 +97,7 @@ def build(ctx: AppContext) -> None:
         gr.Markdown("### One run")
         with gr.Row():
             selected = gr.Dropdown([], label="Run", scale=3)
+            resume_button = gr.Button("Resume training", scale=1)
             zip_button = gr.Button("Zip adapter for download", scale=1)
             adapter_zip = gr.File(label="Adapter", interactive=False, scale=1)
         with gr.Row():
@@ -109,6 +120,8 @@ def build(ctx: AppContext) -> None:
               outputs=[plot, overview, evaluation, config], api_name="run_details")
         gr.on([compared.change, log_y.change], partial(overlay_runs, ctx), inputs=[compared, log_y],
               outputs=overlay_plot, api_name="overlay")
+        resume_button.click(partial(resume_run, ctx), inputs=selected,
+                            outputs=[message, ctx.training_run, ctx.training_timer], api_name="resume_run")
         zip_button.click(partial(download_adapter, ctx), inputs=selected, outputs=[adapter_zip, message],
                          api_name="download_adapter")
         delete_button.click(partial(delete_run, ctx), inputs=[selected, confirm, compared],

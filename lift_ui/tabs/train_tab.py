@@ -118,8 +118,13 @@ def state_message(run: Run, status: dict, has_metrics: bool) -> str:
         return (f"✅ **Run `{run.name}` completed.**" + (f" Test set: {metrics}" if metrics else "")
                 + majority_note(results))
     if state == "stopped":
-        return f"⏹️ **Run `{run.name}` stopped** on request; its adapter is saved (see the Evaluate and Runs tabs)."
-    return failure_message(run, status)
+        return (f"⏹️ **Run `{run.name}` stopped** on request. {status.get('note') or 'Its adapter is saved'} (see "
+                "the Evaluate and Runs tabs)." + resume_hint(run))
+    return failure_message(run, status) + resume_hint(run)
+
+
+def resume_hint(run: Run) -> str:
+    return "" if run.resume_problem() else f"\n\n↻ **Resume** continues it {run.resume_point()}."
 
 
 def show_command(ctx: AppContext, **values):
@@ -146,6 +151,18 @@ def start(ctx: AppContext, **values):
     except LiftError as error:
         return gr.skip(), error_message(error)
     return str(run.path), f"Started run `{run.name}`."
+
+
+def resume(ctx: AppContext, run_path):
+    """Resume this page's run, else the server's latest."""
+    try:
+        run = Run(run_path) if run_path and Path(run_path).is_dir() else ctx.launcher.latest_run()
+        if run is None:
+            raise LiftError("There is no run to resume yet.")
+        point = ctx.launcher.resume(run)
+    except LiftError as error:
+        return gr.skip(), error_message(error)
+    return str(run.path), f"Resumed run `{run.name}` {point}."
 
 
 def stop(ctx: AppContext) -> str:
@@ -209,6 +226,7 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
+            resume_button = gr.Button("Resume")
             command_button = gr.Button("Show command")
             estimate_button = gr.Button("Estimate duration")
         estimate_line = gr.Markdown()
@@ -232,6 +250,7 @@ def build(ctx: AppContext) -> None:
         current_run = gr.State(None)  # this page's run folder; without one the page follows the runs folder
         # Ticks once after the page opens (reattaching to the run), then only while a run is active.
         timer = gr.Timer(POLL_SECONDS)
+        ctx.training_run, ctx.training_timer = current_run, timer
 
         # Keyed by make_config's parameters (TrainConfig fields), so every button describes the same run.
         settings = {"data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
@@ -249,12 +268,15 @@ def build(ctx: AppContext) -> None:
         started = start_button.click(partial(start, ctx), inputs_kwargs=settings, outputs=[current_run, message],
                                      api_name="start")
         stop_button.click(partial(stop, ctx), outputs=message, api_name="stop")
+        resumed = resume_button.click(partial(resume, ctx), inputs=current_run, outputs=[current_run, message],
+                                      api_name="resume")
         status_inputs, status_outputs = [current_run, log_y, smoothing], [plot, progress, log, run_state, timer]
         gr.on([timer.tick, log_y.change, smoothing.change], partial(status, ctx), inputs=status_inputs,
               outputs=status_outputs, api_name="status", show_progress="hidden")
         # Shows the new run at once and switches the timer on.
-        started.success(partial(status, ctx), inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
-                        api_visibility="private")
+        for launched in (started, resumed):
+            launched.success(partial(status, ctx), inputs=status_inputs, outputs=status_outputs,
+                             show_progress="hidden", api_visibility="private")
         # After Start has answered, so the page never waits for the estimate; a failing estimate says why.
         started.success(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
                         api_visibility="private")
