@@ -78,7 +78,7 @@ def _train_config(args):
     if args.config:
         # Settings from a file (how the web app launches runs): a column name or a template is never a flag.
         saved = read_json(args.config)
-        if saved is None:
+        if not isinstance(saved, dict):
             raise LiftError(f"Cannot read the settings file '{args.config}': give a JSON file of TrainConfig fields.")
         return TrainConfig.from_dict({**saved, **values})
     missing = [f"--{name}" for name in REQUIRED_SETTINGS if name not in values]

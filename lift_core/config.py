@@ -18,6 +18,10 @@ def setting(default, help: str, label: str = "", flag: str = "", choices: tuple 
     return field(default=default, metadata={"help": help, "label": label, "flag": flag, "choices": choices})
 
 
+# Far beyond any useful run; a bound keeps the planned step count a number.
+MAX_EPOCHS = 100_000
+
+
 @dataclass
 class TrainConfig:
     data: str = setting("", "the training table (CSV, TSV, Parquet, Excel or JSON lines)")
@@ -80,13 +84,24 @@ class TrainConfig:
         return epoch_steps
 
     def check(self) -> None:
-        problems = []
+        problems = self._type_problems()
+        if problems:  # the value checks below would fail on a value of the wrong type
+            raise LiftError("Invalid training settings: " + "; ".join(problems) + ".")
         if self.batch_size < 1:
             problems.append("batch size must be at least 1")
         if not 0 < self.lr < 1:
             problems.append("learning rate must be between 0 and 1")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("give a positive number of epochs or max steps")
+        never_negative = ("epochs", "max_steps", "logging_steps", "eval_steps", "save_steps",
+                          "early_stopping_patience", "decimals", "eval_temperature")
+        problems += [f"{name} must not be negative" for name in never_negative if getattr(self, name) < 0]
+        if self.epochs > MAX_EPOCHS:
+            problems.append(f"epochs must be at most {MAX_EPOCHS:,}")
+        if self.lora_alpha <= 0:
+            problems.append("LoRA alpha must be positive")
+        if self.eval_samples < 1:
+            problems.append("eval_samples must be at least 1")
         if not 0 <= self.warmup < 1:
             problems.append("warm-up must be a share of the steps in [0, 1)")
         if self.lora_r < 1:
@@ -100,6 +115,27 @@ class TrainConfig:
         models.resolve_quantization(self.quant)
         if self.model not in models.ALIASES:
             models.resolve_model(self.model)  # a missing local folder fails now; a hub id loads later
+
+    def _type_problems(self) -> list[str]:
+        """A value of another type than its setting's (what a hand-written settings file can hold)."""
+        problems = []
+        for setting_field in fields(self):
+            value, default = getattr(self, setting_field.name), setting_field.default
+            if setting_field.name == "features":
+                fits = value is None or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+                expected = "a list of column names"
+            elif default is None or isinstance(default, str):
+                fits, expected = isinstance(value, str) or (default is None and value is None), "text"
+            elif isinstance(default, bool):
+                fits, expected = isinstance(value, bool), "true or false"
+            elif isinstance(default, int):
+                fits, expected = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+            else:
+                fits = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+                expected = "a finite number"
+            if not fits:
+                problems.append(f"{setting_field.name} must be {expected}, not {value!r}")
+        return problems
 
     def template_for(self, features: list[str], target: str) -> prompts.PromptTemplate:
         return prompts.PromptTemplate(features=features, target=target, kind=self.template,

@@ -1,7 +1,9 @@
 """Tables in, validated datasets and train/validation/test splits out."""
 
+import json
 import math
 import numbers
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from lift_core.errors import LiftError
+from lift_core.prompts import ANSWER_END
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".parquet", ".xlsx", ".jsonl")
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -22,7 +25,25 @@ _MIN_ROWS = 10  # fewer rows cannot fill train, validation and test sets
 _SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 _HEADER_ROW_SUFFIXES = (".csv", ".tsv", ".xlsx")  # formats whose column names come from a first row
-_FORMAT_NAMES = {".csv": "CSV", ".tsv": "TSV", ".parquet": "Parquet", ".xlsx": "Excel", ".jsonl": "JSON Lines"}
+_FORMAT_NAMES = {".csv": "a CSV", ".tsv": "a TSV", ".parquet": "a Parquet", ".xlsx": "an Excel",
+                 ".jsonl": "a JSON Lines"}
+# The first bytes of files people often pick by mistake, or compress, instead of a text table.
+_UNPACK = "Decompress it and load the table inside."
+_WRONG_FILE = "Check that you picked the right file."
+_SIGNATURES = (
+    (b"\x1f\x8b", "a gzip-compressed file", _UNPACK),
+    (b"BZh", "a bzip2-compressed file", _UNPACK),
+    (b"\xfd7zXZ\x00", "an xz-compressed file", _UNPACK),
+    (b"PK\x03\x04", "a zip archive", "Unpack it and load the table inside; an Excel workbook is a zip archive too, "
+                                     "so name one .xlsx."),
+    (b"\x89PNG", "a PNG image", _WRONG_FILE),
+    (b"\xff\xd8\xff", "a JPEG image", _WRONG_FILE),
+    (b"%PDF", "a PDF document", _WRONG_FILE),
+)
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-32's byte order marks start with these too
+# Separators people save "CSV" files with, by the name a message gives them.
+_OTHER_SEPARATORS = {";": "semicolons", "|": "pipes", "\t": "tabs", ",": "commas"}
+_NESTED = (dict, list, tuple, np.ndarray)  # JSON objects and arrays, Parquet lists and structs
 _FIX_HINTS = {
     ".csv": "Check that every row has the same number of fields as the header row.",
     ".tsv": "Check that every row has the same number of tab-separated fields as the header row.",
@@ -34,8 +55,14 @@ _FIX_HINTS = {
 
 def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
     """Read a table file by its suffix; every problem with the file becomes one LiftError."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise LiftError(f"No table file given ({path!r}). Give the path of a table file "
+                        f"({', '.join(SUPPORTED_SUFFIXES)}).")
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise LiftError(f"'{path}' is a folder, not a file. Give the path of a table file "
+                        f"({', '.join(SUPPORTED_SUFFIXES)}).")
     if not path.is_file():
         raise LiftError(f"File not found: {path}. Check the path and try again.")
     if suffix not in SUPPORTED_SUFFIXES:
@@ -51,11 +78,8 @@ def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
     empty_message = f"The file '{path.name}' is empty: upload a table with a header row and at least one data row."
     if size == 0:
         raise LiftError(empty_message)
-    if suffix in _TEXT_SUFFIXES and _has_binary_bytes(path):
-        raise LiftError(
-            f"'{path.name}' contains binary data, so it is not a {_FORMAT_NAMES[suffix]} table. "
-            "Check that you picked the right file; text tables must be saved as UTF-8."
-        )
+    if suffix in _TEXT_SUFFIXES:
+        _check_text_bytes(path, suffix)
 
     try:
         df = _read_frame(path, suffix)
@@ -70,11 +94,13 @@ def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
     except Exception as error:  # any parser failure means the file is not a readable table
         reason = str(error).strip().split("\n")[0][:200] or type(error).__name__
         raise LiftError(
-            f"'{path.name}' could not be read as a {_FORMAT_NAMES[suffix]} table ({reason}). {_FIX_HINTS[suffix]}"
+            f"'{path.name}' could not be read as {_FORMAT_NAMES[suffix]} table ({reason}). {_FIX_HINTS[suffix]}"
         ) from error
 
     if df.shape[1] == 0:
         raise LiftError(empty_message)
+    if suffix in _SEPARATORS and df.shape[1] == 1:
+        _check_separator(path, suffix, df)
     if suffix == ".jsonl" and not all(isinstance(column, str) for column in df.columns):
         raise LiftError(
             f"Each line of '{path.name}' must be a JSON object like {{\"a\": 1, \"b\": \"x\"}}, "
@@ -94,7 +120,7 @@ def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
     if len(df) == 0:
         raise LiftError(f"'{path.name}' has a header but no data rows: add at least one row of data.")
     df.columns = [str(column) for column in df.columns]
-    return df
+    return _nested_as_json(df)
 
 
 def _read_frame(path: Path, suffix: str) -> pd.DataFrame:
@@ -124,9 +150,49 @@ def _header_row(path: Path, suffix: str) -> list[str]:
     return [name for name in first.iloc[0] if isinstance(name, str) and name]
 
 
-def _has_binary_bytes(path: Path) -> bool:
+def _check_text_bytes(path: Path, suffix: str) -> None:
+    """Refuses a file named as a text table that holds another kind of file, or text in UTF-16."""
     with open(path, "rb") as file:
-        return b"\x00" in file.read(8192)
+        head = file.read(8192)
+    if head.startswith(_UTF16_BOMS):
+        raise LiftError(f"'{path.name}' is saved as UTF-16 text. Save it with UTF-8 encoding "
+                        "(in Excel: 'CSV UTF-8').")
+    known = next((known for known in _SIGNATURES if head.startswith(known[0])), None)
+    if known or b"\x00" in head:
+        looks_like, advice = (f": it looks like {known[1]}", known[2]) if known else (
+            "", "Check that you picked the right file; text tables must be saved as UTF-8.")
+        raise LiftError(f"'{path.name}' contains binary data, so it is not {_FORMAT_NAMES[suffix]} table"
+                        f"{looks_like}. {advice}")
+
+
+def _check_separator(path: Path, suffix: str, df: pd.DataFrame) -> None:
+    """A single column whose name and first value both split at another separator: the wrong separator."""
+    header = str(df.columns[0])
+    values = df.iloc[:, 0].dropna()
+    first = str(values.iloc[0]) if len(values) else header
+    expected = _SEPARATORS[suffix]
+    for separator, name in _OTHER_SEPARATORS.items():
+        if separator == expected or not header.count(separator) or first.count(separator) != header.count(separator):
+            continue
+        fix = {"\t": "Rename it to .tsv, or save it as a comma-separated CSV.", ",": "Rename it to .csv."}.get(
+            separator, "Save it as a comma-separated CSV (in Excel: 'CSV UTF-8 (Comma delimited)').")
+        raise LiftError(f"'{path.name}' reads as a single column, {header!r}: its fields seem to be separated by "
+                        f"{name}, not {_OTHER_SEPARATORS[expected]}. {fix}")
+
+
+def _nested_as_json(df: pd.DataFrame) -> pd.DataFrame:
+    """Nested values (JSON objects and arrays, Parquet lists) become their JSON text: one plain value per cell,
+    which can be counted, compared and written into a prompt."""
+    for column in df.columns[[pd.api.types.is_object_dtype(dtype) for dtype in df.dtypes]]:
+        values = df[column]
+        if values.map(lambda value: isinstance(value, _NESTED)).any():
+            df[column] = values.map(lambda value: _json_text(value) if isinstance(value, _NESTED) else value)
+    return df
+
+
+def _json_text(value) -> str:
+    return json.dumps(value, ensure_ascii=False, default=lambda item: item.tolist() if hasattr(item, "tolist")
+                      else str(item))
 
 
 def _is_number(text) -> bool:
@@ -228,6 +294,13 @@ def prepare_dataset(df, target, *, features=None, task=None, max_classes=MAX_CLA
                 f"The target '{target}' has only one class ('{classes[0]}'), so there is nothing to predict. "
                 "Pick another target."
             )
+        unreadable = next((label for label in classes if ANSWER_END in label or label.endswith("@")), None)
+        if unreadable is not None:
+            raise LiftError(
+                f"The target '{target}' has the class {unreadable!r}, which contains {ANSWER_END!r} or ends in '@': "
+                f"the model ends each answer with {ANSWER_END!r}, so that class could not be read back. "
+                "Rename that class."
+            )
         if len(classes) > max_classes:
             raise LiftError(
                 f"The target '{target}' has {len(classes)} classes, more than the limit of {max_classes}. "
@@ -244,9 +317,11 @@ def _regression_target(y: pd.Series, target: str) -> pd.Series:
     values = pd.to_numeric(y, errors="coerce").astype(float)
     not_numbers = ~np.isfinite(values)
     if not_numbers.any():
+        example = y[not_numbers].iloc[0]
         raise LiftError(
             f"Regression needs a numeric target, but '{target}' has values that are not numbers, "
-            f"such as {y[not_numbers].iloc[0]!r}. Pick a numeric target or use classification."
+            f"such as {example if isinstance(example, numbers.Number) else repr(example)}. "
+            "Pick a numeric target or use classification."
         )
     return values
 
@@ -271,6 +346,8 @@ def split_dataset(dataset: Dataset, *, test_size=0.2, val_size=0.1, seed=0) -> S
     for name, size in (("test_size", test_size), ("val_size", val_size)):
         if not 0 <= size < 1:
             raise LiftError(f"{name} must be at least 0 and below 1 (got {size}).")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise LiftError(f"The seed must be a whole number from 0 to {2**32 - 1} (got {seed!r}).")
     n_rows = len(dataset.frame)
     n_test = math.ceil(test_size * n_rows)
     n_val = math.ceil(val_size * (n_rows - n_test))
