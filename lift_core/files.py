@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +15,10 @@ def write_atomically(path: Path, write: Callable[[Path], object], replace_folder
     completed first), the temporary copy is removed and the error raised.
     """
     path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = f"{os.getpid()}-{threading.get_ident()}"  # two threads of a server may write the same file at once
+    partial = path.with_name(f".{path.name}.{writer}.tmp")
     write(partial)
-    previous = path.with_name(f".{path.name}.{os.getpid()}.old")
+    previous = path.with_name(f".{path.name}.{writer}.old")
     if replace_folder and path.is_dir():
         os.replace(path, previous)
     try:

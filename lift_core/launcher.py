@@ -22,6 +22,7 @@ FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 # Held while a launch checks that no training is active and starts one: app processes sharing a runs folder
 # take turns too, not only this server's threads.
 LAUNCH_LOCK_FILE = ".launch.lock"
+EXIT_GRACE_S = 10  # how long a launch waits for a finished run's process to exit
 
 
 class TrainingLauncher:
@@ -41,6 +42,14 @@ class TrainingLauncher:
             if status.get("state") in ACTIVE_STATES and _launched_and_alive(run, status):
                 return run
         return None
+
+    def _exiting(self) -> bool:
+        """Whether a launched run has recorded its end but its process has not exited yet."""
+        for run in list_runs(self.runs_dir):
+            launched = read_json(run.file(LAUNCHER_FILE)) or {}
+            if pid_alive(launched.get("pid"), launched.get("pid_start")):
+                return True
+        return False
 
     def latest_run(self) -> Run | None:
         """What a freshly opened page shows: the training in progress, else the most recent run."""
@@ -108,6 +117,10 @@ class TrainingLauncher:
             if busy:
                 raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
                                 "first: one training runs at a time.")
+            # A finished run's process still exiting is waited for, so that two trainings never overlap.
+            deadline = time.monotonic() + EXIT_GRACE_S
+            while self._exiting() and time.monotonic() < deadline:
+                time.sleep(0.1)
             yield
 
     def _launch(self, run: Run, command: list[str], config: TrainConfig, log_mode: str) -> subprocess.Popen:

@@ -523,7 +523,9 @@ def resume_training(run_dir) -> Run:
         run.drop_metrics_after(read_json(checkpoint / CHECKPOINT_STATE_FILE)["step"] if checkpoint else 0)
     for stale in ("eval.json", "predictions.csv"):  # they describe the adapter the resumed run replaces
         run.file(stale).unlink(missing_ok=True)
-    run.set_status("running", error=None, exit_code=None, finished=None, note=None, resumed=time.time())
+    # This process's identity at once: with the dead one's, the next status read would call the run interrupted.
+    run.set_status("running", **process_identity(os.getpid()), error=None, exit_code=None, finished=None, note=None,
+                   resumed=time.time())
     return _train_and_evaluate(config, run, dataset, splits, checkpoint)
 
 

@@ -93,7 +93,8 @@ def test_a_checkpoint_cut_off_before_its_state_file_is_not_resumed_from(uninterr
 def test_a_stop_saves_a_checkpoint_at_the_step_it_stopped(stopped_then_resumed, uninterrupted):
     run, stopped_at, checkpoint = stopped_then_resumed
     assert 15 <= stopped_at < 44 and checkpoint == f"checkpoint-{stopped_at}"
-    assert run.status()["state"] == "completed" and run.status()["resumed"] >= run.status()["created"]
+    status = run.status()
+    assert status["state"] == "completed" and status["resumed"] >= status["created"] and status["error"] is None
 
 
 def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(stopped_then_resumed, uninterrupted):
@@ -202,7 +203,7 @@ def test_a_killed_training_resumes_and_reaches_its_final_step(tmp_path, capsys):
     result = lift_cli("train", "--resume", run.path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"from step {checkpoint_step}" in result.stdout
-    assert run.status()["state"] == "completed"
+    assert run.status()["state"] == "completed" and run.status()["error"] is None
     assert run.metrics()[-1]["step"] == planned
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert run.eval_results()["accuracy"] >= 0.9

@@ -35,13 +35,27 @@ def read_table(path: str) -> pd.DataFrame:
 
 def selected_dataset(data_path: str | None, target: str | None, features: list[str] | None,
                      task: str) -> data.Dataset:
-    """The current table with the Data tab's choices applied; the Prompt tab uses this too."""
+    """The current table with the Data tab's choices applied; the Prompt tab uses this too.
+
+    Cached like read_table (many pages ask again and again for the same choice), so callers must not modify it.
+    """
     if not data_path:
         raise LiftError(_NO_DATA)
     if not target:
         raise LiftError("Choose the target column, the one the model should predict.")
-    return data.prepare_dataset(read_table(data_path), target, features=features or [],
+    return _prepared_dataset(data_path, target, tuple(features or ()), task)
+
+
+@lru_cache(maxsize=16)
+def _prepared_dataset(data_path: str, target: str, features: tuple[str, ...], task: str) -> data.Dataset:
+    return data.prepare_dataset(read_table(data_path), target, features=list(features),
                                 task=None if task == "auto" else task)
+
+
+@lru_cache(maxsize=16)
+def selection_figure(data_path: str, target: str, features: tuple[str, ...], task: str):
+    """The Data tab's scatter of a selection, drawn once: it costs more than the rest of a selection together."""
+    return dataset_figure(selected_dataset(data_path, target, list(features), task))
 
 
 def default_target(columns: list[str]) -> str:
@@ -90,7 +104,7 @@ def describe_selection(data_path, target, features, task):
         dataset = selected_dataset(data_path, target, features, task)
     except LiftError as error:
         return error_message(error), "", gr.update(value=None, visible=False)
-    figure = dataset_figure(dataset)
+    figure = selection_figure(data_path, target, tuple(features or ()), task)
     return "", task_note(dataset, task), gr.update(value=figure, visible=figure is not None)
 
 

@@ -1,8 +1,9 @@
 """Train tab: the settings become a TrainConfig, the engine's launcher trains it in a subprocess, and a timer shows the
 run's loss curve, progress and log as its folder fills. The page holds nothing the run folder does not."""
 
+import json
 import shlex
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import gradio as gr
@@ -180,8 +181,15 @@ def status(ctx: AppContext, run_path, log_y, smoothing):
         return loss_curve([]), "", "", NO_RUN, gr.Timer(active=False)
     rows, run_status = run.metrics(), run.status()
     active = run_status.get("state") in ACTIVE_STATES
-    return (loss_curve(rows, log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
+    return (run_loss_curve(json.dumps(rows), log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
             state_message(run, run_status, bool(rows)), gr.Timer(active=active or ctx.launcher.finishing(run)))
+
+
+@lru_cache(maxsize=16)
+def run_loss_curve(rows_json: str, log_y: bool, smoothing: float):
+    """The loss figure of a run's metrics rows (as JSON), drawn once per new row: every open page polls the same
+    run every POLL_SECONDS, and drawing costs far more than reading the rows."""
+    return loss_curve(json.loads(rows_json), log_y, smoothing)
 
 
 def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio]:
