@@ -113,13 +113,15 @@ class TrainingLauncher:
         """Refuses when a training is active; otherwise holds the launch lock until the new one is recorded."""
         with self._lock, open(self.runs_dir / LAUNCH_LOCK_FILE, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            busy = self.active_run()
-            if busy:
-                raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
-                                "first: one training runs at a time.")
             # A finished run's process still exiting is waited for, so that two trainings never overlap.
             deadline = time.monotonic() + EXIT_GRACE_S
-            while self._exiting() and time.monotonic() < deadline:
+            while True:
+                busy = self.active_run()
+                if busy:
+                    raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
+                                    "first: one training runs at a time.")
+                if not self._exiting() or time.monotonic() > deadline:
+                    break
                 time.sleep(0.1)
             yield
 
@@ -143,7 +145,10 @@ class TrainingLauncher:
 
     def _watch(self, run: Run, process: subprocess.Popen, config: TrainConfig) -> None:
         try:
-            self._record_exit(run, process.wait(), config)
+            exit_code = process.wait()
+            # A run resumed since this process ended belongs to the new process: its status is not ours to write.
+            if (read_json(run.file("status.json")) or {}).get("pid") in (None, process.pid):
+                self._record_exit(run, exit_code, config)
         finally:
             self._watched.discard(run.path)
 

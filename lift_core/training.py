@@ -510,12 +510,15 @@ def resume_training(run_dir) -> Run:
     run = Run(run_dir)
     if not run.file("config.json").exists():
         raise LiftError(f"'{run_dir}' holds no run to resume: give the --out folder of an earlier training.")
-    problem = run.resume_problem()
+    status = run.status()
+    # The launcher marks a run it resumes as queued for this very process, having checked it already.
+    launched_for_us = status.get("state") == "queued" and status.get("pid") == os.getpid()
+    problem = None if launched_for_us else run.resume_problem()
     if problem:
         raise LiftError(problem)
     config = TrainConfig.from_dict(run.config())
     dataset, splits = run_dataset(run)
-    trained = run.status().get("trained")
+    trained = status.get("trained")
     checkpoint = None if trained else run.latest_checkpoint()
     print(f"resuming run {run.path} {run.resume_point()}", flush=True)
     run.file(STOP_FILE).unlink(missing_ok=True)
