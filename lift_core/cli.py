@@ -126,7 +126,7 @@ def train_options() -> list[tuple[str, str, dict]]:
 
 
 def cmd_train(args) -> None:
-    from lift_core.training import resume_training, run_training
+    from lift_core.training import resume_training, run_training, training_processes
 
     if args.resume:
         given = [name for name in SETTINGS if getattr(args, name, None) is not None]
@@ -135,6 +135,8 @@ def cmd_train(args) -> None:
         run = resume_training(args.resume)
     else:
         run = run_training(_train_config(args), args.out)
+    if not training_processes().is_main_process:
+        return  # under `accelerate launch`, the main process reports the run
     state = run.status()["state"]
     print(f"run {state}: {run.path}")
     if state == "completed":

@@ -76,9 +76,13 @@ class TrainConfig:
         targets = self.lora_targets if self.lora_targets == "all-linear" else split_list(self.lora_targets)
         return models.LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, targets)
 
-    def planned_steps(self, n_train: int) -> int:
-        """min(epochs, max_steps): enough updates for a small table, no more than max_steps for a large one."""
-        epoch_steps = max(1, math.ceil(math.ceil(n_train / self.batch_size) * self.epochs)) if self.epochs > 0 else 0
+    def planned_steps(self, n_train: int, processes: int = 1) -> int:
+        """min(epochs, max_steps): enough updates for a small table, no more than max_steps for a large one.
+
+        `processes` data-parallel processes each take a batch per step, so an epoch takes that many times fewer.
+        """
+        epoch_batches = math.ceil(n_train / (self.batch_size * processes))
+        epoch_steps = max(1, math.ceil(epoch_batches * self.epochs)) if self.epochs > 0 else 0
         if self.max_steps > 0:
             return min(epoch_steps, self.max_steps) if epoch_steps else self.max_steps
         return epoch_steps

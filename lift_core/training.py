@@ -85,6 +85,30 @@ def balance_groups(frame, target: str, task: str) -> np.ndarray:
     return np.floor((ranks - 1) * 5 / max(1, len(values))).astype(int)
 
 
+def training_processes():
+    """The data-parallel processes this one trains with: `accelerate launch --multi_gpu` (torchrun) starts one per
+    device, each running the same command; a process started alone is a group of one.
+
+    Only the main process (global rank 0) writes the run folder; the others train beside it.
+    """
+    from accelerate import PartialState
+
+    # cpu=True without CUDA, as TrainingArguments(use_cpu=True) does: PartialState() alone would see torchrun's
+    # ranks, find no GPU and fall back to one independent process per rank, each training on all the data.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def on_any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any training process, told to all: per-step decisions (stop, save) must agree,
+    or one process would wait forever in a collective the others skipped."""
+    processes = training_processes()
+    if not processes.use_distributed:
+        return flag
+    value = torch.tensor([float(flag)], device=processes.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 class StopRequest:
     """Turns SIGTERM, SIGINT and the run's stop file into one flag the trainer checks each step.
 
@@ -151,6 +175,8 @@ def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"
             self.last_step = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return  # every process logs the same (gathered) values; one writes them
             logs = logs or {}
             elapsed = clock.elapsed()
             step = state.global_step
@@ -174,7 +200,7 @@ def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"
                       + f" ({elapsed:.0f}s)", flush=True)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if stop.requested:
+            if on_any_process(stop.requested):  # a stop seen by any process stops them all at this step
                 control.should_training_stop = True
 
         def on_evaluate(self, args, state, control, **kwargs):
@@ -197,6 +223,7 @@ def _checkpoint_callback(stop: StopRequest, save_steps: int):
         def on_step_end(self, args, state, control, **kwargs):
             due = (stop.requested or (save_steps and state.global_step % save_steps == 0)
                    or time.time() - self.last_save >= CHECKPOINT_EVERY_S)
+            due = on_any_process(bool(due))  # the processes' clocks and stop flags differ: all save, or none
             if due and state.global_step < state.max_steps:
                 control.should_save = True
 
@@ -249,8 +276,8 @@ class Validator:
         predicted = [fallback if value is None else value for value in values]
         return metrics.regression_metrics(self.truth.astype(float), predicted)["rae"] or 0.0
 
-    def __call__(self, model, step: int) -> dict:
-        score = self.score(model)
+    def __call__(self, model, step: int, score: float | None = None) -> dict:
+        score = self.score(model) if score is None else score
         sign = 1 if self.predictor.task == "classification" else -1  # accuracy up, RAE down
         improved = self.best_score is None or sign * score > sign * self.best_score
         # A tie keeps the later weights, trained longer for the same score, but does not count as progress.
@@ -354,6 +381,10 @@ def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingCl
             """The Trainer's checkpoint, then the validator's best and the state file, written last to mark it
             complete; only then are older checkpoints removed, so a kill mid-save leaves the previous one."""
             super()._save_checkpoint(model, trial)
+            # Every process saves its RNG state into the folder: only once all have is the checkpoint complete.
+            self.accelerator.wait_for_everyone()
+            if not self.is_world_process_zero():
+                return
             folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             if validator is not None:
                 validator.save(folder)
@@ -367,13 +398,24 @@ def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingCl
 
         def evaluate(self, *args, **kwargs):
             if validator is not None:
-                self.validation = validator(self.model, self.state.global_step)
+                score = None
+                if self.args.world_size > 1:
+                    from accelerate.utils import broadcast_object_list
+
+                    # The main process scores, the others take its score: the best step and early stopping must
+                    # agree everywhere.
+                    score = validator.score(self.model) if self.is_world_process_zero() else None
+                    score = broadcast_object_list([score])[0]
+                self.validation = validator(self.model, self.state.global_step, score)
             return super().evaluate(*args, **kwargs)
 
         def log(self, logs, *args, **kwargs):
             evaluation = "eval_loss" in logs
             if evaluation or "loss" in logs:
                 total, count = self.decision_totals[not evaluation]
+                if self.args.world_size > 1:  # each process saw its own share of the rows
+                    sums = torch.tensor([total, count], dtype=torch.float64, device=self.args.device)
+                    total, count = self.accelerator.reduce(sums, "sum").tolist()
                 if count:
                     logs[("eval_" if evaluation else "") + "decision_loss"] = total / count
                 self.decision_totals[not evaluation] = [0.0, 0]
@@ -415,6 +457,9 @@ def _training_arguments(config: TrainConfig, run: Run, total: int, has_validatio
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=not sys.stderr.isatty(),
         dataloader_pin_memory=False,
+        # Every LoRA weight is used each step. The Trainer's default for a peft model (True) walks the autograd
+        # graph every step under DDP, and with gradient checkpointing (QLoRA on a GPU) fails outright.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -447,7 +492,8 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     if validator is not None and saved.get("validator"):
         validator.load(checkpoint, saved["validator"])
     clock = TrainingClock(saved.get("elapsed_s", 0.0))
-    total = config.planned_steps(len(train_set))
+    processes = training_processes()
+    total = config.planned_steps(len(train_set), processes.num_processes)
     trainer = _lift_trainer(
         validator, balance_groups(splits.train, dataset.target, dataset.task), clock,
         model=model,
@@ -459,14 +505,19 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     )
     # Our callback prints one line per log step; the default printer would repeat it as a dict.
     trainer.remove_callback(PrinterCallback)
-    run.set_status("running", quantization=loaded.quantization, hardware=models.hardware_summary())
+    if processes.is_main_process:
+        run.set_status("running", quantization=loaded.quantization, hardware=models.hardware_summary(),
+                       processes=processes.num_processes)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stopped = on_any_process(stop.requested)  # a signal may have reached another process only
+    if not processes.is_main_process:
+        return model, tokenizer, stopped
     if validator is not None and validator.best_step is not None:
         validator.restore_best(model)
         run.set_status("running", best_step=validator.best_step, best_validation={validator.key: validator.best_score})
     # Written whole or not at all: a kill mid-save leaves no adapter folder rather than a truncated one.
     write_atomically(run.adapter_dir, model.save_pretrained, replace_folder=True)
-    return model, tokenizer, stop.requested
+    return model, tokenizer, stopped or stop.requested
 
 
 def record_dataset(run: Run, dataset: data.Dataset, splits: data.Splits) -> None:
@@ -499,9 +550,11 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     dataset, splits = splits_loaded or data.load_splits(config)
     config.template_for(dataset.features, dataset.target)  # a bad template fails here too, before the folder
     check_example_lengths(config, dataset, splits)
-    run = create_run(out_dir, asdict(config))
-    record_dataset(run, dataset, splits)
-    return _train_and_evaluate(config, run, dataset, splits)
+    processes = training_processes()
+    if processes.is_main_process:
+        record_dataset(create_run(out_dir, asdict(config)), dataset, splits)
+    processes.wait_for_everyone()  # the others write into the folder too (their checkpoint RNG states)
+    return _train_and_evaluate(config, Run(out_dir), dataset, splits)
 
 
 def resume_training(run_dir) -> Run:
@@ -512,7 +565,8 @@ def resume_training(run_dir) -> Run:
         raise LiftError(f"'{run_dir}' holds no run to resume: give the --out folder of an earlier training.")
     status = run.status()
     # The launcher marks a run it resumes as queued for this very process, having checked it already.
-    launched_for_us = status.get("state") == "queued" and status.get("pid") == os.getpid()
+    # Under `accelerate launch` the launcher's process is this one's parent.
+    launched_for_us = status.get("state") == "queued" and status.get("pid") in (os.getpid(), os.getppid())
     problem = None if launched_for_us else run.resume_problem()
     if problem:
         raise LiftError(problem)
@@ -520,32 +574,44 @@ def resume_training(run_dir) -> Run:
     dataset, splits = run_dataset(run)
     trained = status.get("trained")
     checkpoint = None if trained else run.latest_checkpoint()
-    print(f"resuming run {run.path} {run.resume_point()}", flush=True)
-    run.file(STOP_FILE).unlink(missing_ok=True)
-    if not trained:
-        run.drop_metrics_after(read_json(checkpoint / CHECKPOINT_STATE_FILE)["step"] if checkpoint else 0)
-    for stale in ("eval.json", "predictions.csv"):  # they describe the adapter the resumed run replaces
-        run.file(stale).unlink(missing_ok=True)
-    # This process's identity at once: with the dead one's, the next status read would call the run interrupted.
-    run.set_status("running", **process_identity(os.getpid()), error=None, exit_code=None, finished=None, note=None,
-                   resumed=time.time())
+    processes = training_processes()
+    processes.wait_for_everyone()  # all have read the run before the main process changes it
+    if processes.is_main_process:
+        print(f"resuming run {run.path} {run.resume_point()}", flush=True)
+        run.file(STOP_FILE).unlink(missing_ok=True)
+        if not trained:
+            run.drop_metrics_after(read_json(checkpoint / CHECKPOINT_STATE_FILE)["step"] if checkpoint else 0)
+        for stale in ("eval.json", "predictions.csv"):  # they describe the adapter the resumed run replaces
+            run.file(stale).unlink(missing_ok=True)
+        # This process's identity at once: with the dead one's, the next status read would call the run
+        # interrupted.
+        run.set_status("running", **process_identity(os.getpid()), error=None, exit_code=None, finished=None,
+                       note=None, resumed=time.time())
+    processes.wait_for_everyone()  # else another process could still see the old STOP file
     return _train_and_evaluate(config, run, dataset, splits, checkpoint)
 
 
 def _train_and_evaluate(config: TrainConfig, run: Run, dataset: data.Dataset, splits: data.Splits,
                         checkpoint: Path | None = None) -> Run:
-    trained = run.status().get("trained", False)
-    run.set_status("running", **process_identity(os.getpid()), started=time.time())
+    # Read without Run.status(), which may write: only the main process writes the run's status.
+    trained = (read_json(run.file("status.json")) or {}).get("trained", False)
+    main = training_processes().is_main_process
+    if main:
+        run.set_status("running", **process_identity(os.getpid()), started=time.time())
     try:
         # Listen for a stop from here on: a SIGTERM while the model loads must still end as `stopped`.
         with StopRequest(run) as stop:
             model = tokenizer = None
             if not trained:
                 model, tokenizer, stopped = train_model(config, run, dataset, splits, stop, checkpoint)
+                if not main:
+                    return run  # the main process saved the adapter; it alone evaluates and records the end
                 if stopped:
                     run.set_status("stopped", finished=time.time())
                     return run
                 run.set_status("running", trained=True)
+            if not main:
+                return run  # resumed after its training: only the evaluation is left, the main process's
             if not splits.test.empty:  # the Python API holds out its own test rows
                 try:
                     evaluate_run(run, model=model, tokenizer=tokenizer, progress=stop.check)
@@ -557,5 +623,6 @@ def _train_and_evaluate(config: TrainConfig, run: Run, dataset: data.Dataset, sp
             return run
     except BaseException as error:
         message = str(error) if isinstance(error, LiftError) else f"{error.__class__.__name__}: {error}"
-        run.set_status("failed", error=message, finished=time.time())
+        if main:  # a crash elsewhere reaches it too, as an error in its next collective
+            run.set_status("failed", error=message, finished=time.time())
         raise
