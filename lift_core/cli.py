@@ -126,17 +126,26 @@ def train_options() -> list[tuple[str, str, dict]]:
 
 
 def cmd_train(args) -> None:
-    from lift_core.training import resume_training, run_training, training_processes
+    from lift_core import distributed
+    from lift_core.training import check_training_inputs, resumable_run, resume_training, run_training
 
     if args.resume:
         given = [name for name in SETTINGS if getattr(args, name, None) is not None]
         if given or args.config:
             raise LiftError("train --resume continues a run with its own settings: give only the run folder.")
-        run = resume_training(args.resume)
+        config = resumable_run(args.resume)[1]
     else:
-        run = run_training(_train_config(args), args.out)
-    if not training_processes().is_main_process:
-        return  # under `accelerate launch`, the main process reports the run
+        config = _train_config(args)
+    run_dir = args.resume or args.out
+    if config.num_processes > 1 and not distributed.inside_launch():
+        if not args.resume:
+            check_training_inputs(config)  # bad input is reported once, before any process starts
+        # Each process runs this same command, finds itself inside the launch and trains.
+        distributed.launch(config, args.argv, run_dir)
+        return  # its main process has reported the run
+    run = resume_training(run_dir) if args.resume else run_training(config, run_dir)
+    if not distributed.training_processes().is_main_process:
+        return  # the main process reports the run
     state = run.status()["state"]
     print(f"run {state}: {run.path}")
     if state == "completed":
@@ -213,12 +222,9 @@ def cmd_models(args) -> None:
     from lift_core import models
 
     print(models.hardware_summary())
-    for name, description in models.ALIASES.items():
-        print(f"  {name:<38} {description}")
-    for name in models.PRESET_MODELS:
-        if name not in models.ALIASES:
-            print(f"  {name:<38} hub id (needs network access or a local copy)")
-    print("Any hub id or local model folder works with --model.")
+    for name, preset in models.PRESET_MODELS.items():
+        print(f"  {name:<38} {preset.description(name)}")
+    print("Any hub id or local model folder works with --model; a hub id needs network access or the hub's cache.")
 
 
 def _add_train_command(commands) -> None:
@@ -294,20 +300,26 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what each process of a multi-process run runs
     try:
         args.handler(args)
     except LiftError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail(str(error), getattr(error, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail("interrupted", EXIT_USER_ERROR)
     except Exception as error:
         if os.environ.get("LIFT_DEBUG"):
             raise
-        print(f"error: {_explain(error)} (set LIFT_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
+        return _fail(f"{_explain(error)} (set LIFT_DEBUG=1 for the traceback)", EXIT_INTERNAL_ERROR)
     return 0
+
+
+def _fail(message: str, exit_code: int) -> int:
+    from lift_core.distributed import record_failure
+
+    print(f"error: {message}", file=sys.stderr)
+    record_failure(message)  # one of several training processes: tells the launching process why
+    return exit_code
 
 
 def _explain(error: Exception) -> str:

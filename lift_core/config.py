@@ -47,7 +47,7 @@ class TrainConfig:
     lr: float = setting(1e-3, "peak learning rate of AdamW", label="Learning rate")
     warmup: float = setting(0.06, "share of the steps over which the learning rate rises; then it decays "
                                   "linearly to 0", label="Warm-up share")
-    batch_size: int = setting(4, "rows per optimizer step", label="Batch size")
+    batch_size: int = setting(4, "rows per optimizer step on each training process", label="Batch size")
     test_size: float = setting(0.2, "share of the rows held out for the test set (without --test-data)")
     val_size: float = setting(0.1, "share of the rows held out to validate, choose the best step and stop early",
                               label="Validation fraction")
@@ -65,6 +65,9 @@ class TrainConfig:
         0, "stop after this many evaluations without a better validation score; 0: off", flag="--early-stopping")
     eval_samples: int = setting(5, "regression: answers sampled per test row; their mean is the prediction")
     eval_temperature: float = setting(0.7, "regression: temperature of those samples")
+    num_processes: int = setting(
+        1, "training processes, one per GPU; above 1 the run is launched through `accelerate launch` as data-parallel "
+           "training, each process taking batch-size rows per step", label="GPUs")
     trust_remote_code: bool = setting(False, "run the model repository's own code (only for models you trust)")
 
     @classmethod
@@ -75,6 +78,11 @@ class TrainConfig:
     def lora_settings(self) -> models.LoraSettings:
         targets = self.lora_targets if self.lora_targets == "all-linear" else split_list(self.lora_targets)
         return models.LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, targets)
+
+    @property
+    def validation_batch_size(self) -> int:
+        """Rows per batch when the validation rows are scored: no gradients are kept, so more fit than in training."""
+        return 4 * self.batch_size
 
     def planned_steps(self, n_train: int, processes: int = 1) -> int:
         """min(epochs, max_steps): enough updates for a small table, no more than max_steps for a large one.
@@ -112,6 +120,8 @@ class TrainConfig:
             problems.append("LoRA rank must be at least 1")
         if self.max_example_tokens < 1:
             problems.append("the longest example must be at least 1 token")
+        if self.num_processes < 1:
+            problems.append("the number of training processes must be at least 1")
         if not 0 <= self.lora_dropout < 1:
             problems.append("LoRA dropout must be in [0, 1)")
         if problems:

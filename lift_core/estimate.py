@@ -60,7 +60,7 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     """Steps, seconds per step and total seconds of training `config`, judged from past runs in `runs_dir`."""
     config.check()  # a zero batch size, say, would break the step count
     dataset, splits = load_splits(config)
-    steps = config.planned_steps(len(splits.train))
+    steps = config.planned_steps(len(splits.train), config.num_processes)
     speed = _speed(config, runs_dir)
     if speed is None:
         return Estimate(steps, None, None, UNKNOWN_SOURCE)
@@ -68,7 +68,8 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     template = config.template_for(dataset.features, dataset.target)
     sample = splits.train.sample(n=min(TOKEN_SAMPLE_ROWS, len(splits.train)), random_state=0)
     tokens_per_example = float(np.mean(example_lengths(sample, template, config.model, config.trust_remote_code)))
-    seconds_per_step = config.batch_size * tokens_per_example / tokens_per_s
+    # A step takes a batch on each process; tokens_per_s is that of all processes together.
+    seconds_per_step = config.batch_size * config.num_processes * tokens_per_example / tokens_per_s
     eval_seconds = len(splits.test) / eval_rows_per_s
     return Estimate(steps, seconds_per_step, steps * seconds_per_step + eval_seconds, source, eval_seconds)
 
@@ -87,12 +88,14 @@ def _speed(config: TrainConfig, runs_dir) -> tuple[float, float, str] | None:
 
 
 def _past_run(config: TrainConfig, runs_dir) -> tuple[Run, float] | None:
-    """The newest finished run of this model and quantization on this hardware, with its tokens per second."""
+    """The newest finished run of this model and quantization on this hardware and number of processes, with its
+    tokens per second."""
     quantization, hardware = models.resolve_quantization(config.quant), models.hardware_summary()
     for run in list_runs(runs_dir):  # newest first
         status = run.status()
         if (status.get("state") in FINISHED_STATES and run.config().get("model") == config.model
-                and status.get("quantization") == quantization and status.get("hardware") == hardware):
+                and status.get("quantization") == quantization and status.get("hardware") == hardware
+                and status.get("processes", 1) == config.num_processes):
             tokens_per_s = next((row["tokens_per_s"] for row in reversed(run.metrics()) if row.get("tokens_per_s")),
                                 None)
             if tokens_per_s:

@@ -13,10 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lift_core.config import TrainConfig
-from lift_core.data import load_splits
 from lift_core.errors import LiftError, looks_out_of_memory
-from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, SETTINGS_FILE, STOP_FILE, Run, list_runs, pid_alive,
-                            process_identity, read_json, write_json_atomically)
+from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, SETTINGS_FILE, STOP_FILE, Run, descendants, list_runs,
+                            pid_alive, process_identity, read_json, write_json_atomically)
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 # Held while a launch checks that no training is active and starts one: app processes sharing a runs folder
@@ -76,14 +75,11 @@ class TrainingLauncher:
                             f"'{model}' is not one of them.")
 
     def start(self, config: TrainConfig) -> Run:
-        from lift_core.encoding import check_example_lengths
+        from lift_core.training import check_training_inputs
 
         self.check_model(config.model)
-        config.check()
         # Bad data, a bad template or rows too long are reported here, in the page, instead of as a failed run.
-        dataset, splits = load_splits(config)
-        config.template_for(dataset.features, dataset.target)
-        check_example_lengths(config, dataset, splits)
+        check_training_inputs(config)
         with self._exclusive():
             run = Run(self.new_run_path(config))
             run.path.mkdir(parents=True)
@@ -147,7 +143,7 @@ class TrainingLauncher:
         try:
             exit_code = process.wait()
             # A run resumed since this process ended belongs to the new process: its status is not ours to write.
-            if (read_json(run.file("status.json")) or {}).get("pid") in (None, process.pid):
+            if (read_json(run.file(LAUNCHER_FILE)) or {}).get("pid") == process.pid:
                 self._record_exit(run, exit_code, config)
         finally:
             self._watched.discard(run.path)
@@ -190,12 +186,7 @@ class TrainingLauncher:
         # A double click must not throw away a run that was about to stop by itself.
         if time.time() - run.file(STOP_FILE).stat().st_mtime < FORCE_AFTER_S:
             return run, "waiting"
-        status = run.status()
-        if _launched_and_alive(run, status):  # never a later process that reuses the pid
-            try:
-                os.kill(_training_process(run, status)["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(run, run.status())
         return run, "killed"
 
     def delete(self, run: Run) -> None:
@@ -226,6 +217,22 @@ def _training_process(run: Run, status: dict) -> dict:
     """The run's pid and its start time: from its status, else (a run whose process has not written one yet)
     from launcher.json."""
     return status if status.get("pid") else read_json(run.file(LAUNCHER_FILE)) or {}
+
+
+def _kill(run: Run, status: dict) -> None:
+    """Kills the run's processes: the one this launcher started and all it started (a multi-process run's
+    training processes), else the training process a CLI started."""
+    launched = read_json(run.file(LAUNCHER_FILE)) or {}
+    if pid_alive(launched.get("pid"), launched.get("pid_start")):  # never a later process that reuses the pid
+        # The training processes first: the launching process's death would leave them to init.
+        doomed = [*descendants(launched["pid"]), launched["pid"]]
+    elif _launched_and_alive(run, status):
+        doomed = [_training_process(run, status)["pid"]]
+    else:
+        doomed = []
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _launched_and_alive(run: Run, status: dict) -> bool:

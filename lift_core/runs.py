@@ -67,6 +67,24 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, from /proc (empty where there is none): torchrun starts each
+    training process in a session of its own, so a kill of the launching process's group misses them."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, waiting = [], [pid]
+    while waiting:
+        offspring = children.get(waiting.pop(), [])
+        found += offspring
+        waiting += offspring
+    return found
+
+
 def process_identity(pid: int) -> dict:
     """What a run records of its process: the pid, and its start time to tell it from a later process that
     reuses the pid (common after a container restart)."""

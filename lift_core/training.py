@@ -18,6 +18,7 @@ import torch
 
 from lift_core import data, metrics, models, prompts
 from lift_core.config import TrainConfig
+from lift_core.distributed import on_any_process, training_processes
 from lift_core.encoding import check_example_lengths, encode_examples
 from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run, run_dataset
@@ -83,30 +84,6 @@ def balance_groups(frame, target: str, task: str) -> np.ndarray:
         return values.astype(str).to_numpy()
     ranks = values.rank(method="first").to_numpy()
     return np.floor((ranks - 1) * 5 / max(1, len(values))).astype(int)
-
-
-def training_processes():
-    """The data-parallel processes this one trains with: `accelerate launch --multi_gpu` (torchrun) starts one per
-    device, each running the same command; a process started alone is a group of one.
-
-    Only the main process (global rank 0) writes the run folder; the others train beside it.
-    """
-    from accelerate import PartialState
-
-    # cpu=True without CUDA, as TrainingArguments(use_cpu=True) does: PartialState() alone would see torchrun's
-    # ranks, find no GPU and fall back to one independent process per rank, each training on all the data.
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def on_any_process(flag: bool) -> bool:
-    """Whether `flag` holds on any training process, told to all: per-step decisions (stop, save) must agree,
-    or one process would wait forever in a collective the others skipped."""
-    processes = training_processes()
-    if not processes.use_distributed:
-        return flag
-    value = torch.tensor([float(flag)], device=processes.device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
 
 
 class StopRequest:
@@ -486,7 +463,7 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     if val_set:
         fallback = float(splits.train[dataset.target].mean()) if dataset.task == "regression" else None
         predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback,
-                              config.batch_size * 4)
+                              config.validation_batch_size)
         validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience)
     saved = read_json(checkpoint / CHECKPOINT_STATE_FILE) if checkpoint else {}
     if validator is not None and saved.get("validator"):
@@ -540,16 +517,22 @@ def record_dataset(run: Run, dataset: data.Dataset, splits: data.Splits) -> None
     (run.path / "dataset.json").write_text(json.dumps(info, indent=2))
 
 
+def check_training_inputs(config: TrainConfig, splits_loaded=None) -> tuple[data.Dataset, data.Splits]:
+    """The settings, the data, the template and the rows' lengths, checked before a run folder (or a process of a
+    multi-process run) exists: the same --out can then be used again."""
+    config.check()
+    dataset, splits = splits_loaded or data.load_splits(config)
+    config.template_for(dataset.features, dataset.target)
+    check_example_lengths(config, dataset, splits)
+    return dataset, splits
+
+
 def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     """The whole job behind `lift_core train`: data, finetuning, test evaluation, all recorded in the run.
 
     `splits_loaded` lets the Python API pass in-memory data instead of a file.
     """
-    config.check()
-    # Bad data fails here, before a run folder exists, so the same --out can be used again.
-    dataset, splits = splits_loaded or data.load_splits(config)
-    config.template_for(dataset.features, dataset.target)  # a bad template fails here too, before the folder
-    check_example_lengths(config, dataset, splits)
+    dataset, splits = check_training_inputs(config, splits_loaded)
     processes = training_processes()
     if processes.is_main_process:
         record_dataset(create_run(out_dir, asdict(config)), dataset, splits)
@@ -557,9 +540,8 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     return _train_and_evaluate(config, Run(out_dir), dataset, splits)
 
 
-def resume_training(run_dir) -> Run:
-    """`lift_core train --resume`: an interrupted, failed or stopped run continues from its last checkpoint,
-    on the same splits and in the same batch order, up to its planned final step; then it is evaluated."""
+def resumable_run(run_dir) -> tuple[Run, TrainConfig, dict]:
+    """The run to resume, its settings and its status; refused with a message when it cannot be resumed."""
     run = Run(run_dir)
     if not run.file("config.json").exists():
         raise LiftError(f"'{run_dir}' holds no run to resume: give the --out folder of an earlier training.")
@@ -570,7 +552,13 @@ def resume_training(run_dir) -> Run:
     problem = None if launched_for_us else run.resume_problem()
     if problem:
         raise LiftError(problem)
-    config = TrainConfig.from_dict(run.config())
+    return run, TrainConfig.from_dict(run.config()), status
+
+
+def resume_training(run_dir) -> Run:
+    """`lift_core train --resume`: an interrupted, failed or stopped run continues from its last checkpoint,
+    on the same splits and in the same batch order, up to its planned final step; then it is evaluated."""
+    run, config, status = resumable_run(run_dir)
     dataset, splits = run_dataset(run)
     trained = status.get("trained")
     checkpoint = None if trained else run.latest_checkpoint()

@@ -92,6 +92,24 @@ def test_the_estimate_scales_the_newest_matching_runs_throughput_to_the_new_tabl
     assert summary.startswith("Estimated: 50 steps × ") and "s/step ≈ " in summary and "evaluate" in summary
 
 
+def test_on_two_processes_an_epoch_takes_half_the_steps_and_only_two_process_runs_measure_the_speed(
+        tmp_path, tiny_config):
+    runs_dir = tmp_path / "runs"
+    one_process = finished_run(runs_dir / "one", tiny_config, tokens_per_s=100.0)
+    two_processes_config = TrainConfig(**{**asdict(tiny_config), "num_processes": 2, "max_steps": 0, "epochs": 2})
+    result = estimate_duration(two_processes_config, runs_dir)
+    assert result.steps == 2 * 9  # 70 training rows: 9 steps of 2 processes x 4 rows per epoch
+    assert one_process.name not in result.source  # a 1-process run says nothing of 2 processes' speed
+
+    two = finished_run(runs_dir / "two", two_processes_config, tokens_per_s=100.0)
+    two.set_status("completed", processes=2)
+    result = estimate_duration(two_processes_config, runs_dir)
+    assert two.name in result.source
+    # 100 tokens/s for both processes together, each taking a batch per step.
+    per_step = 2 * tiny_config.batch_size * tokens_per_example(tiny_config) / 100
+    assert result.seconds_per_step == pytest.approx(per_step, rel=0.05)
+
+
 def test_without_a_past_run_the_estimate_is_a_stated_rough_guess(tmp_path, tiny_config, cpu):
     finished_run(tmp_path / "runs" / "smollm2", TrainConfig(model="smollm2-135m"), tokens_per_s=10.0)  # another model
     result = estimate_duration(tiny_config, tmp_path / "runs")
