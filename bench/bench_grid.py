@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.report import write_section
+from bench.report import publish
 from lift_core import models, predict, synthetic
 from lift_core.boundary import explorable_features, grid_over
 from lift_core.config import TrainConfig
@@ -156,9 +156,7 @@ def main() -> None:
             _, seconds = timed(fast.class_probabilities, full)
             scaling.append((resolution, len(full), seconds))
     table = markdown(rows, variance_ratio, scaling, args, len(grid), len(greedy))
-    print(table)
-    if args.write_benchmarks:
-        write_section("grid", table)
+    publish("grid", table, args.write_benchmarks)
 
 
 def markdown(rows, variance_ratio, scaling, args, n_points, n_answers) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import write_section
+from bench.report import publish
 from lift_core import synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,9 +71,7 @@ def main() -> None:
     lines += ["", f"Wall time ≈ {growth[1]:.0f} s + {1000 * growth[0]:.0f} ms per table row at a fixed step budget "
               "(least squares); the per-row part is the validation passes and the test evaluation."]
     table = "\n".join(lines)
-    print(table)
-    if args.write_benchmarks:
-        write_section("scaling", table)
+    publish("scaling", table, args.write_benchmarks)
 
 
 if __name__ == "__main__":

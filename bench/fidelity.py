@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.report import write_section
+from bench.report import publish
 from lift_core import synthetic
 from lift_core.config import TrainConfig
 from lift_core.evaluation import run_baselines
@@ -212,9 +212,7 @@ def main() -> None:
                 handle.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
     table = markdown([row for row in read_results(args.results) if row["model"] == args.model])
-    print(table)
-    if args.write_benchmarks:
-        write_section("fidelity", table)
+    publish("fidelity", table, args.write_benchmarks)
 
 
 if __name__ == "__main__":

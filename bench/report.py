@@ -11,3 +11,10 @@ def write_section(name: str, table: str, path: Path = BENCHMARKS) -> None:
     start_mark, end_mark = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     start, end = text.index(start_mark) + len(start_mark), text.index(end_mark)
     path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+
+
+def publish(name: str, table: str, write: bool) -> None:
+    """Print a benchmark's table and, when asked, put it into its BENCHMARKS.md section."""
+    print(table)
+    if write:
+        write_section(name, table)

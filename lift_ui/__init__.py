@@ -43,8 +43,11 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
         if notice:
             gr.Markdown(f"⚠️ **{notice}**")
         context.data_path = gr.State(None)
+        # Each preset with its size, download and licence; a public server's own list by name only.
+        choices = list(allowed_models) if allowed_models else [
+            (f"{name} ({preset.description(name)})", name) for name, preset in models.PRESET_MODELS.items()]
         context.model = gr.Dropdown(
-            choices=list(allowed_models or models.PRESET_MODELS), value=default_model,
+            choices=choices, value=default_model,
             allow_custom_value=not allowed_models,
             label="Model (preset, hub id or local folder)", render=False,
         )

@@ -63,13 +63,14 @@ def download_copy(table: pd.DataFrame, file_name: str) -> str:
 
 
 def setting_control(name: str, **options):
-    """The control of a TrainConfig setting: its label, default and help come from TrainConfig.
+    """The control of a TrainConfig setting: its label, default and help come from TrainConfig (a `value` option
+    replaces the default where the page knows better, as the number of GPUs).
 
     A number control unless `options` picks a slider (minimum and maximum) or the setting is text; whole-number
     settings take whole numbers only.
     """
     default, metadata = getattr(DEFAULTS, name), SETTINGS[name].metadata
-    common = {"value": default, "label": metadata["label"], "info": metadata["help"]}
+    common = {"value": options.pop("value", default), "label": metadata["label"], "info": metadata["help"]}
     if isinstance(default, str):
         return gr.Textbox(**common, **options)
     if options.pop("slider", False):

@@ -1,16 +1,21 @@
-"""The Train tab's decision-loss and validation curves, presets and warm-up, and the majority-class warning in
-the Train and Evaluate tabs; all without a server or a model."""
+"""The Train tab's decision-loss and validation curves, presets and warm-up, its multi-GPU controls, and the
+majority-class warning in the Train and Evaluate tabs; all without a server or a model."""
 
 import json
 from types import SimpleNamespace
 
+import gradio as gr
 import pandas as pd
+import pytest
 
+from lift_core import models
+from lift_core.config import SETTINGS
+from lift_core.errors import LiftError
 from lift_core.presets import PRESET_FIELDS
 from lift_core.runs import create_run
 from lift_ui.figures.training import loss_curve, overlay
 from lift_ui.tabs.evaluate_tab import evaluate
-from lift_ui.tabs.train_tab import make_config, preset_values, state_message
+from lift_ui.tabs.train_tab import GPU_SETTINGS, make_config, preset_values, state_message
 
 ROWS = [
     {"step": 1, "loss": 3.0, "decision_loss": 0.9},
@@ -84,6 +89,49 @@ def test_preset_values_follow_the_preset_fields():
 def test_make_config_takes_the_warm_up_share():
     config = make_config("table.csv", "y", [], "auto", "lift", "", 2, "tiny", warmup="0.1", epochs=3)
     assert config.warmup == 0.1 and config.epochs == 3.0
+
+
+def test_make_config_without_a_table_when_none_is_required():
+    config = make_config(None, None, [], "auto", "lift", "", 2, "tiny", table_required=False, batch_size=8)
+    assert config.data == "" and config.target == "" and config.batch_size == 8
+    with pytest.raises(LiftError, match="No data loaded"):
+        make_config(None, None, [], "auto", "lift", "", 2, "tiny", batch_size=8)
+
+
+# ---------- the multi-GPU settings ----------
+
+def train_tab_blocks(tmp_path, devices: int, monkeypatch) -> tuple[gr.Blocks, dict]:
+    """The app built as on a machine with `devices` CUDA devices, and its components by label."""
+    from lift_ui import build_app
+
+    monkeypatch.setattr(models, "cuda_device_count", lambda: devices)
+    app = build_app(tmp_path / "runs", default_model="tiny", default_quant="none")
+    by_label = {}
+    for block in app.blocks.values():
+        by_label.setdefault(getattr(block, "label", None), []).append(block)
+    return app, by_label
+
+
+def test_with_two_gpus_the_train_tab_offers_the_number_of_processes_and_starts_with_it(tmp_path, monkeypatch):
+    app, by_label = train_tab_blocks(tmp_path, 2, monkeypatch)
+    (gpus,) = by_label[SETTINGS["num_processes"].metadata["label"]]
+    assert isinstance(gpus, gr.Number) and gpus.value == 2 and (gpus.minimum, gpus.maximum) == (1, 2)
+    assert gpus.info == SETTINGS["num_processes"].metadata["help"]
+    # Start, the command, the duration and the memory line take it, by its TrainConfig name.
+    for api_name in ("start", "show_command", "estimate", "memory"):
+        dependency = next(fn for fn in app.fns.values() if fn.api_name == api_name)
+        assert gpus._id in {block._id for block in dependency.inputs}, api_name
+
+
+@pytest.mark.parametrize("devices", [0, 1])
+def test_with_one_gpu_or_none_there_are_no_multi_gpu_controls(tmp_path, monkeypatch, devices):
+    _, by_label = train_tab_blocks(tmp_path, devices, monkeypatch)
+    assert not any(SETTINGS[name].metadata["label"] in by_label for name in GPU_SETTINGS)
+
+
+def test_make_config_passes_the_gpu_settings_on():
+    config = make_config("t.csv", "y", [], "auto", "lift", "", 2, "tiny", num_processes=2.0)
+    assert config.num_processes == 2
 
 
 # ---------- the majority-class warning ----------

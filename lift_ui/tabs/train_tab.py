@@ -8,13 +8,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from lift_core import models
 from lift_core.cli import train_command
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
 from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError
 from lift_core.estimate import estimate_duration
 from lift_core.launcher import FORCE_AFTER_S, ran_out_of_memory
+from lift_core.memory import memory_summary
 from lift_core.metrics import metrics_line
-from lift_core.models import QUANT_MODES
 from lift_core.presets import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, apply_preset
 from lift_core.runs import ACTIVE_STATES, Run
 from lift_ui.common import error_message, majority_note, setting_control
@@ -31,6 +32,11 @@ STOP_MESSAGES = {
     "killed": "Killed run `{name}`; no adapter was saved.",
 }
 NO_RUN = "No training run yet. Load a table in the Data tab, choose the settings above and press **Start**."
+# Shown only with more than one GPU.
+GPU_SETTINGS = ("num_processes",)
+# What the memory estimate depends on: the table's token lengths, the model and how it is trained.
+MEMORY_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "model", "quant",
+                   "batch_size", "lora_r", "lora_targets", "lora_dropout", "num_processes")
 PRESET_HELP = "  \n".join(f"**{name}**: {preset.description}" for name, preset in PRESETS.items())
 DECISION_LOSS_HELP = (
     "*Decision loss* = loss of the first answer token where the classes differ; the format tokens (`@@@`) are "
@@ -38,14 +44,16 @@ DECISION_LOSS_HELP = (
     "guessing. Right axis: the validation score (accuracy, or RAE for regression); the best one's weights are kept.")
 
 
-def make_config(data, target, features, task, template, template_text, decimals, model, **settings) -> TrainConfig:
+def make_config(data, target, features, task, template, template_text, decimals, model, table_required=True,
+                **settings) -> TrainConfig:
     """The TrainConfig the page describes: the shared Data/Prompt components plus this tab's settings.
 
-    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default.
+    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default. Without
+    `table_required`, a config without a table or target is one too.
     """
-    if not data:
+    if table_required and not data:
         raise LiftError("No data loaded yet: load or generate a table in the Data tab first.")
-    if not target:
+    if table_required and not target:
         raise LiftError("Choose the target column in the Data tab.")
     if not (model or "").strip():
         raise LiftError("Choose a model: a preset, a hub id or a local folder.")
@@ -53,7 +61,7 @@ def make_config(data, target, features, task, template, template_text, decimals,
     if empty:
         raise LiftError(f"Give a value for: {', '.join(empty)}.")
     return TrainConfig(
-        data=data, target=target, features=list(features or []) or None,
+        data=data or "", target=target or "", features=list(features or []) or None,
         task=None if task in (None, "auto") else task,
         template=template or DEFAULTS.template,
         template_text=template_text if template == "custom" else None,
@@ -146,6 +154,16 @@ def estimate(ctx: AppContext, **values) -> str:
         return error_message(error)
 
 
+def memory(ctx: AppContext, **values) -> str:
+    """The memory line: what training the chosen model needs against what this machine has free."""
+    try:
+        config = make_config(table_required=False, **values)
+        ctx.launcher.check_model(config.model)
+        return memory_summary(config)
+    except LiftError as error:
+        return error_message(error)
+
+
 def start(ctx: AppContext, **values):
     try:
         run = ctx.launcher.start(make_config(**values))
@@ -192,14 +210,27 @@ def run_loss_curve(rows_json: str, log_y: bool, smoothing: float):
     return loss_curve(json.loads(rows_json), log_y, smoothing)
 
 
-def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio]:
-    """The Model, LoRA and Optimisation columns: this tab's settings keyed by TrainConfig field, and the preset."""
+def gpu_controls() -> dict:
+    """The multi-GPU settings, shown only where there is more than one GPU to use: the number of training
+    processes, all GPUs by default."""
+    count = models.cuda_device_count()
+    if count < 2:
+        return {}
+    return {"num_processes": setting_control("num_processes", value=count, minimum=1, maximum=count)}
+
+
+def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio, gr.Markdown]:
+    """The Model, LoRA and Optimisation columns: this tab's settings keyed by TrainConfig field, the preset, and the
+    memory line."""
     with gr.Row():
         with gr.Column():
             gr.Markdown("### Model")
             ctx.model.render()
-            quant = gr.Radio(list(QUANT_MODES), value=ctx.default_quant, label=SETTINGS["quant"].metadata["label"],
+            quant = gr.Radio(list(models.QUANT_MODES), value=ctx.default_quant,
+                             label=SETTINGS["quant"].metadata["label"],
                              info=f"{SETTINGS['quant'].metadata['help']}. This server: {ctx.hardware}")
+            gpus = gpu_controls()
+            memory_line = gr.Markdown()
             preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                               info="Fills the LoRA and optimisation settings; change any of them afterwards.")
             gr.Markdown(PRESET_HELP)
@@ -222,15 +253,15 @@ def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio]:
                 settings |= {"logging_steps": setting_control("logging_steps", minimum=0),
                              "eval_steps": setting_control("eval_steps", minimum=0),
                              "max_example_tokens": setting_control("max_example_tokens", minimum=1)}
-    settings["quant"] = quant
-    return settings, preset
+    settings |= {"quant": quant, **gpus}
+    return settings, preset, memory_line
 
 
 def build(ctx: AppContext) -> None:
     with gr.Tab("Train"):
         gr.Markdown("Finetune the model on the current table with LoRA. Training runs in the background on the "
                     "server: you can close or refresh this page and come back to it.")
-        tab_settings, preset = settings_panel(ctx)
+        tab_settings, preset, memory_line = settings_panel(ctx)
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
@@ -271,6 +302,11 @@ def build(ctx: AppContext) -> None:
                               api_name="estimate")
         preset_filled.then(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
                            api_visibility="private")
+        # On page load and whenever one of the settings it depends on changes; cheap after the first time (the
+        # architecture and the table's token lengths are cached).
+        memory_inputs = {name: settings[name] for name in MEMORY_SETTINGS if name in settings}
+        gr.on(None, partial(memory, ctx), inputs_kwargs=memory_inputs, outputs=memory_line, api_name="memory",
+              show_progress="hidden")
         command_button.click(partial(show_command, ctx), inputs_kwargs=settings,
                              outputs=[command, message, command_box], api_name="show_command")
         started = start_button.click(partial(start, ctx), inputs_kwargs=settings, outputs=[current_run, message],
