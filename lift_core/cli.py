@@ -127,6 +127,7 @@ def train_options() -> list[tuple[str, str, dict]]:
 
 def cmd_train(args) -> None:
     from lift_core import distributed
+    from lift_core.runs import check_new_run_folder
     from lift_core.training import check_training_inputs, resumable_run, resume_training, run_training
 
     if args.resume:
@@ -139,13 +140,17 @@ def cmd_train(args) -> None:
     run_dir = args.resume or args.out
     if config.num_processes > 1 and not distributed.inside_launch():
         if not args.resume:
-            check_training_inputs(config)  # bad input is reported once, before any process starts
+            # Bad input, or an --out that holds a run, is reported once, before any process starts.
+            check_new_run_folder(run_dir)
+            check_training_inputs(config)
         # Each process runs this same command, finds itself inside the launch and trains.
         distributed.launch(config, args.argv, run_dir)
         return  # its main process has reported the run
     run = resume_training(run_dir) if args.resume else run_training(config, run_dir)
-    if not distributed.training_processes().is_main_process:
-        return  # the main process reports the run
+    if distributed.inside_launch():
+        distributed.leave()
+        if not distributed.training_processes().is_main_process:
+            return  # the main process reports the run
     state = run.status()["state"]
     print(f"run {state}: {run.path}")
     if state == "completed":

@@ -9,16 +9,23 @@ broken connection.
 
 import json
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
 
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
-from lift_core.runs import Run, read_json
+from lift_core.runs import Run, pid_alive, read_json
 
 # Read by torchrun's agent when a process fails: what this process says went wrong (see record_failure).
 ERROR_FILE_VARIABLE = "TORCHELASTIC_ERROR_FILE"
+# After passing a SIGTERM or SIGINT on, torchrun kills the processes this many seconds later (its default, 30 s, can
+# be shorter than a slow step plus saving the checkpoint and the adapter).
+STOP_GRACE_S = 600
+# How long a process waits in a collective: the others wait while the main process scores the validation rows,
+# which for a large table or sampled regression answers can take longer than NCCL's default of 10 minutes.
+COLLECTIVE_TIMEOUT_S = 2 * 3600
 
 
 class TrainingProcessFailed(LiftError):
@@ -37,12 +44,22 @@ def inside_launch() -> bool:
 def training_processes():
     """The processes this one trains with: under `accelerate launch`, one per device, each running the same
     command; a process started alone is a group of one."""
+    from datetime import timedelta
+
     import torch
     from accelerate import PartialState
 
     # cpu=True without CUDA, as TrainingArguments(use_cpu=True) does: PartialState() alone would see torchrun's
     # ranks, find no GPU and fall back to one independent process per rank, each training on all the data.
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+
+
+def leave() -> None:
+    """Leaves the process group once this process is done: the main one may still be evaluating, alone."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def on_any_process(flag: bool) -> bool:
@@ -102,6 +119,8 @@ def launch(config: TrainConfig, argv: list[str], run_dir) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     check_processes(config)
+    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(STOP_GRACE_S))
+    run = Run(run_dir)
     with tempfile.TemporaryDirectory(prefix="lift-accelerate-") as folder:
         config_file = Path(folder) / "accelerate.yaml"
         config_file.write_text(yaml.safe_dump(accelerate_config(config)))
@@ -110,19 +129,29 @@ def launch(config: TrainConfig, argv: list[str], run_dir) -> None:
             launch_command(arguments)
         except ChildFailedError as failure:
             error = _failure_error(failure, config.num_processes)
-            _record_failure(Run(run_dir), error)
+            _record_failure(run, error)
             raise error from None
-        except SignalException:
-            pass  # a stop by signal: it was passed on to every process, which ended the run as stopped
+        except SignalException as signalled:
+            # Passed on to every process, which stop at the same step and save; the main one reports the stop.
+            state = run.status().get("state")
+            if state not in ("stopped", "completed"):
+                raise TrainingProcessFailed(f"Stopped by {signalled.sigval.name} before the run could save; it is "
+                                            f"{state}. `train --resume {run_dir}` continues it.", 1) from None
 
 
 def _failure_error(failure, processes: int) -> TrainingProcessFailed:
-    """The failure that came first: the one whose process recorded the earliest error, else (killed by a signal,
-    say) torchrun's first. The others usually only saw it as a broken connection."""
+    """The failure that caused the others, which usually only saw a broken connection: a process killed by a signal
+    of its own (the OOM killer's, say; torchrun passes on only SIGTERM and SIGINT), else the one that recorded the
+    earliest error, else torchrun's first."""
     def recorded_at(process_failure) -> float:
         return (read_json(process_failure.error_file) or {}).get("time", float("inf"))
 
-    rank, first = min(failure.failures.items(), key=lambda item: (recorded_at(item[1]), item[1].timestamp))
+    def cause_first(item) -> tuple:
+        process_failure = item[1]
+        killed = process_failure.exitcode < 0 and -process_failure.exitcode not in (signal.SIGTERM, signal.SIGINT)
+        return not killed, recorded_at(process_failure), process_failure.timestamp
+
+    rank, first = min(failure.failures.items(), key=cause_first)
     if first.exitcode < 0:
         message = f"was killed (signal {-first.exitcode}, {first.signal_name()})"
     else:
@@ -133,7 +162,11 @@ def _failure_error(failure, processes: int) -> TrainingProcessFailed:
 
 
 def _record_failure(run: Run, error: TrainingProcessFailed) -> None:
-    if run.file("config.json").exists():  # else the run never started: there is nothing to record it in
+    status = read_json(run.file("status.json")) or {}
+    # Not when the run never started (nothing to record it in), nor once another live process owns it: a resume
+    # from the page may start while this launch is still shutting down.
+    owner = status.get("pid")
+    if run.file("config.json").exists() and (owner == os.getpid() or not pid_alive(owner, status.get("pid_start"))):
         run.set_status("failed", error=str(error), finished=time.time())
 
 

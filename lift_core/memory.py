@@ -10,6 +10,9 @@ import functools
 import json
 import math
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, replace
 
 from lift_core import models
@@ -208,12 +211,29 @@ def memory_summary(config: TrainConfig) -> str:
     return estimate.summary()
 
 
-def free_memory(processes: int) -> tuple[int, str]:
-    """The least free memory among the GPUs a run of `processes` processes uses, and the first one's name."""
-    import torch
+# How long a reading of the GPUs' free memory is reused: each costs a short subprocess.
+FREE_GPU_MEMORY_TTL_S = 30
+# Asked in a subprocess: in the web server itself, mem_get_info would create a CUDA context (several hundred MiB)
+# on every GPU it asks about, held for the server's lifetime and taken from the trainings.
+_FREE_GPU_MEMORY = ("import json, torch; print(json.dumps([[torch.cuda.mem_get_info(i)[0] for i in "
+                    "range(torch.cuda.device_count())], torch.cuda.get_device_name(0)]))")
 
-    devices = range(max(1, min(processes, torch.cuda.device_count())))
-    return min(torch.cuda.mem_get_info(device)[0] for device in devices), f"free on {torch.cuda.get_device_name(0)}"
+
+def free_memory(processes: int) -> tuple[int | None, str]:
+    """The least free memory among the GPUs a run of `processes` processes uses (None when it cannot be read), and
+    the first one's name."""
+    reading = _free_gpu_memory(int(time.monotonic() // FREE_GPU_MEMORY_TTL_S))
+    if reading is None:
+        return None, "free on the GPU (unknown: it could not be read)"
+    free, name = reading
+    return min(free[:max(1, processes)]), f"free on {name}"
+
+
+@functools.lru_cache(maxsize=1)
+def _free_gpu_memory(period: int) -> tuple[list[int], str] | None:
+    """Free bytes per visible GPU and the first one's name; `period` makes the cache expire."""
+    result = subprocess.run([sys.executable, "-c", _FREE_GPU_MEMORY], capture_output=True, text=True)
+    return tuple(json.loads(result.stdout)) if result.returncode == 0 else None
 
 
 def _memory_available() -> int | None:

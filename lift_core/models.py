@@ -412,7 +412,9 @@ def add_lora(loaded: LoadedModel, lora: LoraSettings):
 
     model = loaded.model
     if loaded.quantization in ("4bit", "8bit"):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=has_cuda())
+        # Non-reentrant checkpointing: the reentrant kind breaks under DDP, and peft's empty settings would pick it.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=has_cuda(),
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

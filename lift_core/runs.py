@@ -261,10 +261,14 @@ class Run:
         shutil.rmtree(self.path)
 
 
-def create_run(path, config: dict) -> Run:
-    run = Run(path)
-    if run.file("config.json").exists():
+def check_new_run_folder(path) -> None:
+    if Run(path).file("config.json").exists():
         raise LiftError(f"Run folder '{path}' already holds a run. Choose a new --out folder.")
+
+
+def create_run(path, config: dict) -> Run:
+    check_new_run_folder(path)
+    run = Run(path)
     run.path.mkdir(parents=True, exist_ok=True)
     write_json_atomically(run.file("config.json"), config)
     run.set_status("queued", created=time.time())

@@ -18,7 +18,7 @@ import torch
 
 from lift_core import data, metrics, models, prompts
 from lift_core.config import TrainConfig
-from lift_core.distributed import on_any_process, training_processes
+from lift_core.distributed import inside_launch, on_any_process, training_processes
 from lift_core.encoding import check_example_lengths, encode_examples
 from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run, run_dataset
@@ -534,6 +534,9 @@ def run_training(config: TrainConfig, out_dir, splits_loaded=None) -> Run:
     """
     dataset, splits = check_training_inputs(config, splits_loaded)
     processes = training_processes()
+    # Under a `accelerate launch` of the user's own, the run records the processes it really trains on, so that a
+    # resume plans the same steps.
+    config.num_processes = processes.num_processes
     if processes.is_main_process:
         record_dataset(create_run(out_dir, asdict(config)), dataset, splits)
     processes.wait_for_everyone()  # the others write into the folder too (their checkpoint RNG states)
@@ -546,9 +549,10 @@ def resumable_run(run_dir) -> tuple[Run, TrainConfig, dict]:
     if not run.file("config.json").exists():
         raise LiftError(f"'{run_dir}' holds no run to resume: give the --out folder of an earlier training.")
     status = run.status()
-    # The launcher marks a run it resumes as queued for this very process, having checked it already.
-    # Under `accelerate launch` the launcher's process is this one's parent.
-    launched_for_us = status.get("state") == "queued" and status.get("pid") in (os.getpid(), os.getppid())
+    # The launcher marks a run it resumes as queued for this very process, having checked it already; under
+    # `accelerate launch`, for the launching process, this one's parent.
+    launcher_pid = os.getppid() if inside_launch() else os.getpid()
+    launched_for_us = status.get("state") == "queued" and status.get("pid") == launcher_pid
     problem = None if launched_for_us else run.resume_problem()
     if problem:
         raise LiftError(problem)
@@ -592,14 +596,13 @@ def _train_and_evaluate(config: TrainConfig, run: Run, dataset: data.Dataset, sp
             model = tokenizer = None
             if not trained:
                 model, tokenizer, stopped = train_model(config, run, dataset, splits, stop, checkpoint)
-                if not main:
-                    return run  # the main process saved the adapter; it alone evaluates and records the end
-                if stopped:
+                if stopped and main:
                     run.set_status("stopped", finished=time.time())
                     return run
-                run.set_status("running", trained=True)
+                if main:
+                    run.set_status("running", trained=True)
             if not main:
-                return run  # resumed after its training: only the evaluation is left, the main process's
+                return run  # the main process saved the adapter; it alone evaluates and records the end
             if not splits.test.empty:  # the Python API holds out its own test rows
                 try:
                     evaluate_run(run, model=model, tokenizer=tokenizer, progress=stop.check)

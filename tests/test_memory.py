@@ -204,14 +204,23 @@ def test_the_summary_names_each_part_and_warns_when_it_will_not_fit():
 def test_on_a_multi_gpu_machine_the_estimate_is_per_gpu_against_the_least_free_one(monkeypatch):
     monkeypatch.setattr(models, "has_cuda", lambda: True)
     monkeypatch.setattr(models, "compute_dtype", lambda: torch.bfloat16)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: ([70 * GIB, 50 * GIB, GIB][device], 80 * GIB))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    # What the subprocess reads on a machine with 3 GPUs.
+    monkeypatch.setattr(memory, "_free_gpu_memory", lambda period: ([70 * GIB, 50 * GIB, GIB], "NVIDIA H100 80GB HBM3"))
     found = memory.training_memory(TrainConfig(model="tiny", num_processes=2))
     assert found.available == 50 * GIB and found.where == "free on NVIDIA H100 80GB HBM3"
     tiny = models.PRESET_MODELS["tiny"].architecture
     assert found.weights == estimate(tiny, quantization="4bit", on_gpu=True, element_bytes=2).weights  # auto: 4-bit
     assert " per GPU " in found.summary() and found.fits
+
+
+def test_free_gpu_memory_is_read_in_a_subprocess_and_unknown_when_it_cannot_be_read(monkeypatch):
+    memory._free_gpu_memory.cache_clear()
+    if torch.cuda.is_available():
+        free, name = memory.free_memory(1)
+        assert 0 < free <= torch.cuda.get_device_properties(0).total_memory and name.startswith("free on ")
+    else:  # the subprocess finds no GPU to ask
+        assert memory.free_memory(1) == (None, "free on the GPU (unknown: it could not be read)")
+    assert not torch.cuda.is_initialized()  # this process made no CUDA context of its own
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's comparison")
