@@ -59,10 +59,16 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of a /proc/PID/stat file after the process's name, which may itself hold spaces and brackets:
+    the state is [0], the parent's pid [1], the start time [19]."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def process_start(pid: int) -> int | None:
     """When process `pid` began, in clock ticks since boot (field 22 of /proc/PID/stat); None where unknown."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return int(_stat_fields(Path(f"/proc/{pid}/stat"))[19])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -73,7 +79,7 @@ def descendants(pid: int) -> list[int]:
     children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            parent = int(_stat_fields(stat)[1])
         except (OSError, IndexError, ValueError):
             continue  # it ended meanwhile
         children.setdefault(parent, []).append(int(stat.parent.name))
@@ -105,7 +111,7 @@ def pid_alive(pid: int | None, started: int | None = None) -> bool:
         return True
     # A zombie child still answers kill(0); its state file says whether it is gone.
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        return _stat_fields(Path(f"/proc/{pid}/stat"))[0] != "Z"
     except OSError:
         return True
 
