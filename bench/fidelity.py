@@ -2,6 +2,7 @@
 
     python -m bench.fidelity [--quick] [--only moons,linear] [--seeds 3] [--set lr=2e-3 ...]
                              [--results bench/results/fidelity.jsonl] [--write-benchmarks]
+    python -m bench.fidelity --compare [--levers] [--only ...]   # previous against shipped defaults, side by side
 
 Every finished (set, seed) appends one JSON line to --results, and a rerun skips what is already there, so a
 long suite can be stopped and continued. The Markdown table is built from those lines; --write-benchmarks
@@ -24,18 +25,19 @@ import torch
 
 from bench.report import publish
 from lift_core import synthetic
-from lift_core.config import TrainConfig
+from lift_core.config import DEFAULTS, PREVIOUS_DEFAULTS, TrainConfig
 from lift_core.evaluation import run_baselines
 from lift_core.training import run_training
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results" / "fidelity.jsonl"
+COMPARE_RESULTS = REPO_ROOT / "bench" / "results" / "compare.jsonl"
 
 # LIFT/GPT-J's mean RAE over 3 simulations (p = 1), from the paper's repository (syn_mean_across_3sims.csv).
 PAPER_GPTJ_RAE = {"linear": 0.081, "quadratic": 0.111, "exponential": 0.109, "cosine": 0.385,
                   "l1norm": 0.100, "piecewise": 0.146}
 TWO_D_SETS = ("blobs", "circles", "moons", "two_circles", "nine_gaussians", "xor", "spiral")
-TABLES = ("breast_cancer", "make_classification", "fruit")
+TABLES = ("breast_cancer", "make_classification", "fruit", "mixed")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,19 @@ FULL = ([Case(name, "2d", (0,)) for name in TWO_D_SETS]
 # About 20 minutes: a curved and a nested 2-D set, a real table with text, and a regression.
 QUICK = [Case("moons", "2d", (0,)), Case("circles", "2d", (0,)), Case("fruit", "table", (0,)),
          Case("quadratic", "regression", (0,))]
+# What --compare measures: the quick suite, the two tables that take longest, and the table with text and gaps.
+COMPARED = QUICK + [Case("breast_cancer", "table", (0,)), Case("make_classification", "table", (0,)),
+                    Case("mixed", "table", (0,))]
+
+# The settings --compare runs on each set, as TrainConfig overrides: the defaults before the CPU speed-ups, and
+# the shipped ones; --levers adds each speed-up alone on top of the previous defaults.
+CONFIGS = {"previous": PREVIOUS_DEFAULTS, "shipped": {}}
+LEVERS = {
+    "lora_layers": {**PREVIOUS_DEFAULTS, "lora_layers": DEFAULTS.lora_layers},
+    "trim_zeros": {**PREVIOUS_DEFAULTS, "trim_zeros": DEFAULTS.trim_zeros},
+    "stop_when_perfect": {**PREVIOUS_DEFAULTS, "evaluations": DEFAULTS.evaluations,
+                          "stop_when_perfect": DEFAULTS.stop_when_perfect},
+}
 
 
 def make_tables(case: Case, seed: int, folder: Path) -> dict:
@@ -83,9 +98,33 @@ def make_tables(case: Case, seed: int, folder: Path) -> dict:
         frame["y"] = y
         frame.to_csv(train_path, index=False)
         return {"data": str(train_path), "target": "y"}
+    if case.name == "mixed":
+        mixed_table(seed).to_csv(train_path, index=False)
+        return {"data": str(train_path), "target": "outcome"}
     if case.name == "fruit":
         return {"data": str(REPO_ROOT / "assets" / "examples" / "fruit.csv"), "target": "fruit"}
     raise ValueError(case.name)
+
+
+def mixed_table(seed: int, n: int = 400) -> pd.DataFrame:
+    """A table as real ones look: 7 features, 2 of them text categories, and 5% of the feature cells missing.
+
+    A noisy 2-class make_classification whose 4th and 6th features are cut at their quartiles into words; the
+    rest stay numbers of different scales.
+    """
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=n, n_features=7, n_informative=4, n_redundant=1, flip_y=0.05,
+                               random_state=seed)
+    frame = pd.DataFrame({"age": np.round(45 + 12 * X[:, 0]), "income": np.round(50_000 + 15_000 * X[:, 1], -2),
+                          "score": X[:, 2], "region": pd.qcut(X[:, 3], 4, labels=["north", "east", "south", "west"]),
+                          "ratio": 0.5 + 0.1 * X[:, 4], "plan": pd.qcut(X[:, 5], 3, labels=["basic", "plus", "pro"]),
+                          "visits": np.round(np.exp(1.5 + 0.5 * X[:, 6]))})
+    frame = frame.astype({"region": object, "plan": object})
+    holes = np.random.default_rng(seed).random(frame.shape) < 0.05
+    frame = frame.mask(holes)
+    frame["outcome"] = np.where(y == 1, "yes", "no")
+    return frame
 
 
 def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
@@ -115,11 +154,44 @@ def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
         "val_curve": [[row["step"], _validation_score(row)] for row in trained
                       if _validation_score(row) is not None],
         "best_step": status.get("best_step"),
+        "wall_s": round(total_s, 1),  # model loading, training, validation and the test evaluation
         "fit_s": round(total_s - evaluation.get("eval_seconds", 0.0), 1),
         "predict_s": round(evaluation.get("eval_seconds", 0.0), 1),
         "threads": torch.get_num_threads(),  # timings from a 1-thread run are not comparable with 2 threads
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def compare_markdown(rows: list[dict]) -> str:
+    """Each configuration beside the previous defaults on the same set and seed: its score, the score's change,
+    its wall time and how many times faster it ran."""
+    previous = {(row["set"], row["seed"]): row for row in rows if row["config"] == "previous"}
+    lines = ["| set | seed | settings | accuracy or RAE | change | best baseline | steps | wall s | speed-up | threads |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        score = "accuracy" if row["accuracy"] is not None else "rae"
+        before = previous.get((row["set"], row["seed"]))
+        change = "" if before is None or row is before else f"{row[score] - before[score]:+.3f}"
+        speed_up = "" if before is None or row is before else f"{before['wall_s'] / row['wall_s']:.2f}x"
+        lines.append(f"| {row['set']} | {row['seed']} | {row['config']} | {row[score]:.3f} | {change} "
+                     f"| {row['best_baseline']} {row['best_baseline_score']:.3f} | {row['steps']} | {row['wall_s']:.0f} "
+                     f"| {speed_up} | {row['threads']} |")
+    return "\n".join(lines)
+
+
+def compare(cases: list[Case], seeds, configs: dict, model: str, results: Path) -> None:
+    """Every configuration on every set, one after the other on the same split, in one process: the speed-ups are
+    ratios measured in one sitting."""
+    done = {(row["set"], row["seed"], row["model"], row["config"]) for row in read_results(results)}
+    for case in cases:
+        for seed in case.seeds if seeds is None else range(seeds):
+            for name, overrides in configs.items():
+                if (case.name, seed, model, name) in done:
+                    continue
+                row = {**measure(case, seed, overrides, model), "config": name}
+                with results.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
 
 
 def _validation_score(row: dict):
@@ -188,11 +260,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 for every chosen set (default: one seed, 0)")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--results", type=Path, help=f"default: {DEFAULT_RESULTS.relative_to(REPO_ROOT)}, or "
+                                                        f"{COMPARE_RESULTS.relative_to(REPO_ROOT)} with --compare")
+    parser.add_argument("--compare", action="store_true",
+                        help="the previous and the shipped defaults side by side on each set (the quick suite, breast "
+                             "cancer, make_classification and the mixed table unless --only says otherwise)")
+    parser.add_argument("--levers", action="store_true", help="with --compare: also each speed-up alone")
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
-    cases = QUICK if args.quick else FULL
+    cases = COMPARED if args.compare else QUICK if args.quick else FULL
     if args.only:
         wanted = args.only.split(",")
         unknown = set(wanted) - {case.name for case in FULL}
@@ -200,18 +277,26 @@ def main() -> None:
             raise SystemExit(f"--only: unknown sets {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(case.name for case in FULL)}")
         cases = [case for case in FULL if case.name in wanted]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
+    results = args.results or (COMPARE_RESULTS if args.compare else DEFAULT_RESULTS)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        configs = {**CONFIGS, **(LEVERS if args.levers else {})}
+        compare(cases, args.seeds, {name: {**values, **overrides} for name, values in configs.items()}, args.model,
+                results)
+        rows = [row for row in read_results(results) if row["model"] == args.model]
+        publish("compare", compare_markdown(rows), args.write_benchmarks)
+        return
     done = {(row["set"], row["seed"], row["model"], json.dumps(row["overrides"], sort_keys=True))
-            for row in read_results(args.results)}
+            for row in read_results(results)}
     for case in cases:
         for seed in case.seeds if args.seeds is None else range(args.seeds):
             if (case.name, seed, args.model, json.dumps(overrides, sort_keys=True)) in done:
                 continue
             row = measure(case, seed, overrides, args.model)
-            with args.results.open("a") as handle:
+            with results.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    table = markdown([row for row in read_results(args.results) if row["model"] == args.model])
+    table = markdown([row for row in read_results(results) if row["model"] == args.model])
     publish("fidelity", table, args.write_benchmarks)
 
 

@@ -94,8 +94,8 @@ def train_command(config, out_dir) -> list[str]:
         value = getattr(config, field_name)
         if value is None or value == getattr(DEFAULTS, field_name):
             continue
-        if options.get("action") == "store_true":
-            command.append(flag)
+        if isinstance(value, bool):
+            command.append(flag if value else "--no-" + flag[2:])
         else:
             command += [flag, ",".join(value) if isinstance(value, list) else str(value)]
     return command + ["--out", str(out_dir)]
@@ -115,7 +115,7 @@ def train_options() -> list[tuple[str, str, dict]]:
         default = getattr(DEFAULTS, name)
         if isinstance(default, bool):
             # No default of its own, so an absent flag leaves the TrainConfig default in place.
-            kind = {"action": "store_true", "default": None}
+            kind = {"action": argparse.BooleanOptionalAction, "default": None}
         else:
             kind = {"type": type(default) if default is not None else str}
             if setting.metadata["choices"]:

@@ -14,8 +14,9 @@ from lift_core.errors import LiftError
 
 # The TrainConfig fields an estimator takes as parameters: the same names, defaults and meaning as in the CLI
 # and the web app (a test checks the signature against this list).
-TRAIN_SETTINGS = ("model", "template", "template_text", "decimals", "quant", "epochs", "max_steps", "lr", "warmup",
-                  "batch_size", "lora_r", "lora_alpha", "lora_dropout", "val_size", "seed")
+TRAIN_SETTINGS = ("model", "template", "template_text", "decimals", "trim_zeros", "quant", "epochs", "max_steps", "lr",
+                  "warmup", "batch_size", "lora_r", "lora_alpha", "lora_dropout", "lora_layers", "val_size", "seed",
+                  "evaluations", "stop_when_perfect")
 # Named for what they do in predict, they are TrainConfig's eval_samples and eval_temperature.
 PREDICT_SETTINGS = {"samples": "eval_samples", "temperature": "eval_temperature"}
 
@@ -47,15 +48,17 @@ class _LiftEstimator(BaseEstimator):
     _task = ""
 
     def __init__(self, model=_DEFAULTS.model, template=_DEFAULTS.template, template_text=None,
-                 decimals=_DEFAULTS.decimals, quant=_DEFAULTS.quant, epochs=_DEFAULTS.epochs,
-                 max_steps=_DEFAULTS.max_steps, lr=_DEFAULTS.lr, warmup=_DEFAULTS.warmup,
+                 decimals=_DEFAULTS.decimals, trim_zeros=_DEFAULTS.trim_zeros, quant=_DEFAULTS.quant,
+                 epochs=_DEFAULTS.epochs, max_steps=_DEFAULTS.max_steps, lr=_DEFAULTS.lr, warmup=_DEFAULTS.warmup,
                  batch_size=_DEFAULTS.batch_size, lora_r=_DEFAULTS.lora_r, lora_alpha=_DEFAULTS.lora_alpha,
-                 lora_dropout=_DEFAULTS.lora_dropout, val_size=_DEFAULTS.val_size, seed=_DEFAULTS.seed,
+                 lora_dropout=_DEFAULTS.lora_dropout, lora_layers=_DEFAULTS.lora_layers, val_size=_DEFAULTS.val_size,
+                 seed=_DEFAULTS.seed, evaluations=_DEFAULTS.evaluations, stop_when_perfect=_DEFAULTS.stop_when_perfect,
                  samples=_DEFAULTS.eval_samples, temperature=_DEFAULTS.eval_temperature, run_dir=None):
         self.model = model
         self.template = template
         self.template_text = template_text
         self.decimals = decimals
+        self.trim_zeros = trim_zeros
         self.quant = quant
         self.epochs = epochs
         self.max_steps = max_steps
@@ -65,8 +68,11 @@ class _LiftEstimator(BaseEstimator):
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
+        self.lora_layers = lora_layers
         self.val_size = val_size
         self.seed = seed
+        self.evaluations = evaluations
+        self.stop_when_perfect = stop_when_perfect
         self.samples = samples
         self.temperature = temperature
         self.run_dir = run_dir

@@ -94,7 +94,7 @@ class TrainingLauncher:
         problem = run.resume_problem()
         if problem:
             raise LiftError(problem)
-        config = TrainConfig.from_dict(run.config())
+        config = TrainConfig.of_run(run.config())
         self.check_model(config.model)
         with self._exclusive():
             point = run.resume_point()

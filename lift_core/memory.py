@@ -259,7 +259,8 @@ def example_shape(config: TrainConfig, local_tokenizer: bool = True) -> tuple[Ex
 
 
 # The settings that make a table's examples.
-TABLE_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "trust_remote_code")
+TABLE_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "trim_zeros",
+                  "trust_remote_code")
 
 
 @functools.lru_cache(maxsize=16)

@@ -405,6 +405,20 @@ class LoraSettings:
     dropout: float = 0.05
     # "all-linear" lets peft find every linear layer but the output head, for any architecture.
     target_modules: str | list[str] = "all-linear"
+    top_layers: int = 0  # LoRA on this many of the last transformer layers only; 0: on every layer
+
+
+def decoder_layers(model) -> tuple[str, "torch.nn.ModuleList"]:
+    """The name and the list of a causal LM's transformer layers (`layers` in Llama and Qwen, `h` in GPT-J): the
+    module list as long as the model's layer count."""
+    import torch
+
+    count = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return name, module
+    raise LiftError(f"{type(model).__name__} has no list of {count} transformer layers; train LoRA on every layer "
+                    "(lora_layers 0).")
 
 
 def add_lora(loaded: LoadedModel, lora: LoraSettings):
@@ -415,12 +429,24 @@ def add_lora(loaded: LoadedModel, lora: LoraSettings):
         # Non-reentrant checkpointing: the reentrant kind breaks under DDP, and peft's empty settings would pick it.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=has_cuda(),
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets, layer_choice = lora.target_modules, {}
+    if lora.top_layers:
+        import torch
+
+        name, layers = decoder_layers(model)
+        first = max(0, len(layers) - lora.top_layers)
+        layer_choice = {"layers_to_transform": list(range(first, len(layers))),
+                        "layers_pattern": name.rsplit(".", 1)[-1]}
+        if targets == "all-linear":  # peft takes a layer choice only with module names (quantized linears included)
+            targets = sorted({module_name.rsplit(".", 1)[-1] for module_name, module in layers.named_modules()
+                              if isinstance(module, torch.nn.Linear)})
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=targets,
         task_type="CAUSAL_LM",
+        **layer_choice,
     )
     try:
         return get_peft_model(model, config)

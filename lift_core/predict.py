@@ -88,7 +88,7 @@ class Predictor:
 
     @classmethod
     def for_run(cls, run: Run, model, tokenizer) -> "Predictor":
-        config, info = TrainConfig.from_dict(run.config()), run.dataset_info()
+        config, info = TrainConfig.of_run(run.config()), run.dataset_info()
         template = config.template_for(info["features"], info["target"])
         return cls(model, tokenizer, template, info["task"], info.get("classes"), info.get("train_target_mean"))
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from lift_core.errors import LiftError
-from lift_core.config import TrainConfig
+from lift_core.config import PREVIOUS_DEFAULTS, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,11 @@ PRESETS = {
     "Recommended": Preset(
         "The defaults: min(20 epochs, 300 steps), lr 1e-3 with 6% warm-up; the best validation score is kept.",
         {},
+    ),
+    "Previous defaults": Preset(
+        "The defaults before the CPU speed-ups: LoRA on every layer, numbers with trailing zeros, 6 evaluations "
+        "per run and no stop at a perfect validation score; for comparing runs side by side.",
+        PREVIOUS_DEFAULTS,
     ),
     "Paper": Preset(
         "The LIFT paper's GPT-J settings: 10 epochs, batch 4, lr 1e-4, LoRA r 16 / alpha 16 without dropout, "

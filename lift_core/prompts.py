@@ -36,6 +36,7 @@ class PromptTemplate:
     kind: str = "lift"
     decimals: int = 2
     text: str | None = None  # the custom template, with {column} placeholders
+    trim_zeros: bool = False  # 5.10 -> 5.1, 3.00 -> 3: the same value in fewer tokens
     # The custom text split once into (literal text, False) and (column, True) pieces.
     _segments: list[tuple[str, bool]] = field(init=False, repr=False, compare=False)
 
@@ -83,10 +84,10 @@ class PromptTemplate:
 
     def prompt(self, row: Mapping[str, object]) -> str:
         if self.kind == "custom":
-            body = "".join(_format_value(_cell(row, text), self.decimals) if is_column else text
+            body = "".join(self._number(_cell(row, text)) if is_column else text
                            for text, is_column in self._segments)
             return body if body.endswith(PROMPT_END) else body + PROMPT_END
-        values = [_format_value(_cell(row, column), self.decimals) for column in self.features]
+        values = [self._number(_cell(row, column)) for column in self.features]
         if self.kind == "lift":
             pairs = ", ".join(f"x{position}={value}" for position, value in enumerate(values, start=1))
             return f"When we have {pairs}, what should be the y value?{PROMPT_END}"
@@ -102,12 +103,15 @@ class PromptTemplate:
         if (isinstance(answer, numbers.Real) and not isinstance(answer, numbers.Integral)
                 and not math.isfinite(answer)):
             raise LiftError(f"the {self.target} value {answer} is not a finite number; drop or fix that row")
-        text = _format_value(answer, self.decimals)
+        text = self._number(answer)
         # The answer is read up to the first ANSWER_END, so text ending in "@" would be cut short.
         if ANSWER_END in text or text.endswith("@"):
             raise LiftError(f"the {self.target} value {text!r} contains {ANSWER_END!r} or ends in '@', which "
                             "cannot be told apart from the end-of-answer mark; rename that label")
         return f" {text}{ANSWER_END}"
+
+    def _number(self, value) -> str:
+        return format_value(value, self.decimals, self.trim_zeros)
 
     def example(self, row: Mapping[str, object]) -> tuple[str, str]:
         return self.prompt(row), self.completion(_cell(row, self.target))
@@ -145,7 +149,9 @@ def _is_missing(value) -> bool:
     return pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
 
-def _format_value(value, decimals: int) -> str:
+def format_value(value, decimals: int, trim_zeros: bool = False) -> str:
+    """A cell as the prompt writes it: numbers rounded to `decimals` digits after the point, without trailing zeros
+    when `trim_zeros` (reading the text back gives the rounded number either way), missing values as NA."""
     if _is_missing(value):
         return "NA"
     if isinstance(value, (bool, np.bool_)):
@@ -153,9 +159,11 @@ def _format_value(value, decimals: int) -> str:
     if isinstance(value, numbers.Integral):
         # Exact, unlike going through float, which overflows past 1e308 and rounds past 2**53.
         whole = str(int(value))
-        return f"{whole}.{'0' * decimals}" if decimals else whole
+        return f"{whole}.{'0' * decimals}" if decimals and not trim_zeros else whole
     if isinstance(value, numbers.Real):
         text = f"{float(value):.{decimals}f}"
+        if trim_zeros and "." in text:
+            text = text.rstrip("0").rstrip(".")
         # "-0.00" and "0.00" are one value; a single spelling spares the model learning both.
         return text[1:] if text.startswith("-") and float(text) == 0 else text
     return str(value)

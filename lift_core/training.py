@@ -23,6 +23,7 @@ from lift_core.encoding import check_example_lengths, encode_examples
 from lift_core.errors import LiftError
 from lift_core.evaluation import evaluate_run, run_dataset
 from lift_core.files import write_atomically
+from lift_core.layer_cache import MATCH_TOLERANCE, LowerLayerCache
 from lift_core.runs import (CHECKPOINT_STATE_FILE, CHECKPOINTS_DIR, STOP_FILE, Run, create_run, process_identity,
                             read_json, write_json_atomically)
 
@@ -44,8 +45,9 @@ class PadCollator:
             batch["labels"].append(example["labels"] + [-100] * padding)
             batch["attention_mask"].append([1] * len(example["input_ids"]) + [0] * padding)
         tensors = {key: torch.tensor(value) for key, value in batch.items()}
-        if all("decision_index" in example for example in examples):
-            tensors["decision_index"] = torch.tensor([example["decision_index"] for example in examples])
+        for key in ("decision_index", "row"):
+            if all(key in example for example in examples):
+                tensors[key] = torch.tensor([example[key] for example in examples])
         return tensors
 
 
@@ -227,15 +229,17 @@ class Validator:
     LIFT paper, the best evaluation is kept, not only the last.
     """
 
-    def __init__(self, predictor, frame, target: str, patience: int = 0):
+    def __init__(self, predictor, frame, target: str, patience: int = 0, perfect_patience: int = 0):
         self.predictor = predictor
         self.frame = frame
         self.truth = frame[target].to_numpy()
         self.patience = patience
+        self.perfect_patience = perfect_patience if predictor.task == "classification" else 0
         self.best_score = None
         self.best_step = None
         self.best_weights = None
         self.stale = 0
+        self.perfect = 0  # evaluations in a row at a perfect accuracy
 
     @property
     def key(self) -> str:
@@ -262,14 +266,18 @@ class Validator:
             self.best_score, self.best_step = score, step
             self.best_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         self.stale = 0 if improved else self.stale + 1
+        self.perfect = self.perfect + 1 if score == 1.0 and self.predictor.task == "classification" else 0
         return {self.key: score}
 
     @property
     def exhausted(self) -> bool:
-        return self.patience > 0 and self.stale >= self.patience
+        """Nothing left to learn: flat for `patience` evaluations, or perfect for `perfect_patience` in a row."""
+        return ((self.patience > 0 and self.stale >= self.patience)
+                or (self.perfect_patience > 0 and self.perfect >= self.perfect_patience))
 
     def state(self) -> dict:
-        return {"best_score": self.best_score, "best_step": self.best_step, "stale": self.stale}
+        return {"best_score": self.best_score, "best_step": self.best_step, "stale": self.stale,
+                "perfect": self.perfect}
 
     def save(self, folder: Path) -> None:
         """The best weights so far into a checkpoint folder (the scores go into its state file)."""
@@ -282,6 +290,7 @@ class Validator:
     def load(self, folder: Path, state: dict) -> None:
         """Continue from a checkpoint: its best score, step, patience count and best weights."""
         self.best_score, self.best_step, self.stale = state["best_score"], state["best_step"], state["stale"]
+        self.perfect = state.get("perfect", 0)
         if (folder / BEST_WEIGHTS_FILE).exists():
             from safetensors.torch import load_file
 
@@ -296,24 +305,28 @@ class Validator:
                 parameters[name].copy_(weights)
 
 
-def answer_loss(model, batch: dict, keeps_logits: bool = True):
+def answer_loss(model, batch: dict, keeps_logits: bool = True, lower_cache: LowerLayerCache | None = None):
     """The causal LM loss over the answer tokens, as the model computes it, and each row's decision-token loss.
 
     Returns (loss, decision losses or None, model outputs). Only the columns whose next token is scored go
     through the output layer (vocabulary x hidden, a fifth of a small model's work per token): the answers,
-    a few tokens of each row.
+    a few tokens of each row. With `lower_cache`, and the batch's `row` numbers, the frozen lower layers' output
+    comes from the cache and only the trained layers run.
     """
     inputs = dict(batch)
     labels = inputs.pop("labels")
     decision = inputs.pop("decision_index", None)
+    row_numbers = inputs.pop("row", None)
     targets = labels[:, 1:]
     columns = (targets != -100).any(0).nonzero().squeeze(-1)
-    if keeps_logits:
-        outputs = model(**inputs, logits_to_keep=columns, use_cache=False)
-        logits = outputs.logits.float()
+    selection = {"logits_to_keep": columns} if keeps_logits else {}
+    if lower_cache is not None and row_numbers is not None:
+        states = lower_cache.lower_states(row_numbers.tolist(), inputs.pop("input_ids"), inputs["attention_mask"])
+        with lower_cache.top_layers_only():
+            outputs = model(inputs_embeds=states, **inputs, **selection, use_cache=False)
     else:
-        outputs = model(**inputs, use_cache=False)
-        logits = outputs.logits[:, columns].float()
+        outputs = model(**inputs, **selection, use_cache=False)
+    logits = (outputs.logits if keeps_logits else outputs.logits[:, columns]).float()
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[:, columns].flatten(), ignore_index=-100)
     if decision is None:
         return loss, None, outputs
@@ -325,7 +338,41 @@ def answer_loss(model, batch: dict, keeps_logits: bool = True):
     return loss, decision_losses, outputs
 
 
-def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingClock, **trainer_arguments):
+def keeps_logits(model) -> bool:
+    """Whether the model takes a tensor of columns to compute logits for, as transformers' own causal LMs do;
+    remote code may take only a count, so it gets the full logits."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return (type(base).__module__.startswith("transformers.")
+            and "logits_to_keep" in inspect.signature(base.forward).parameters)
+
+
+def checked_lower_cache(model, top_layers: int, batch: dict) -> LowerLayerCache | None:
+    """The cache of the frozen lower layers' output, once a batch's loss through it equals a full forward pass's.
+
+    An architecture whose forward pass treats `inputs_embeds` unlike the embedding's output (some scale it) fails
+    the check: the run then trains without the cache, with a line in its log, at the same loss.
+    """
+    cache = LowerLayerCache.for_model(model, top_layers)
+    if cache is None:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits_by_columns = keeps_logits(model)
+            full = answer_loss(model, {k: v for k, v in batch.items() if k != "row"}, logits_by_columns)[0].item()
+            cached = answer_loss(model, batch, logits_by_columns, cache)[0].item()
+    finally:
+        model.train(was_training)
+    if abs(cached - full) > MATCH_TOLERANCE * max(1.0, abs(full)):
+        print(f"The frozen lower layers are not cached: through the cache a batch's loss is {cached:.6f}, "
+              f"not {full:.6f}; each step runs every layer instead.", flush=True)
+        return None
+    return cache
+
+
+def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingClock,
+                  lower_cache: LowerLayerCache | None, **trainer_arguments):
     from transformers import Trainer
 
     class LiftTrainer(Trainer):
@@ -336,18 +383,14 @@ def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingCl
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.decision_totals = {True: [0.0, 0], False: [0.0, 0]}  # keyed by model.training
-            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            # transformers' own causal LMs take a tensor of columns to compute logits for; remote code may take
-            # only a count, so it gets the full logits.
-            self.keeps_logits = (type(base).__module__.startswith("transformers.")
-                                 and "logits_to_keep" in inspect.signature(base.forward).parameters)
+            self.keeps_logits = keeps_logits(self.model)
             self.validation = {}
 
         def _get_train_sampler(self, train_dataset=None):
             return StratifiedSampler(sampler_groups, self.args.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, decision_losses, outputs = answer_loss(model, inputs, self.keeps_logits)
+            loss, decision_losses, outputs = answer_loss(model, inputs, self.keeps_logits, lower_cache)
             if decision_losses is not None:
                 totals = self.decision_totals[model.training]
                 totals[0] += decision_losses.sum().item()
@@ -403,15 +446,11 @@ def _lift_trainer(validator: Validator | None, sampler_groups, clock: TrainingCl
     return LiftTrainer(**trainer_arguments)
 
 
-# Evaluations per run (validation loss, decision loss and score) when eval_steps is 0.
-EVALUATIONS_PER_RUN = 6
-
-
 def _training_arguments(config: TrainConfig, run: Run, total: int, has_validation: bool):
     from transformers import TrainingArguments
 
     logging_steps = config.logging_steps or min(10, max(1, total // 50))
-    eval_steps = config.eval_steps or max(1, math.ceil(total / EVALUATIONS_PER_RUN))
+    eval_steps = config.eval_steps or max(1, math.ceil(total / config.evaluations))
     return TrainingArguments(
         output_dir=str(run.path / CHECKPOINTS_DIR),
         per_device_train_batch_size=config.batch_size,
@@ -458,13 +497,19 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     # Encoded together, so that both sets mark the same decision token even if the few validation rows
     # happen to lack a class.
     examples = encode_examples(pd.concat([splits.train, splits.val]), template, tokenizer)
+    for number, example in enumerate(examples):
+        example["row"] = number  # what the lower-layer cache keys each row's states by
     train_set, val_set = examples[:len(splits.train)], examples[len(splits.train):]
+    collator = PadCollator(tokenizer.pad_token_id)
+    first_batch = {key: value.to(model.device) for key, value in collator(train_set[:config.batch_size]).items()}
+    lower_cache = checked_lower_cache(model, config.lora_layers, first_batch)
     validator = None
     if val_set:
         fallback = float(splits.train[dataset.target].mean()) if dataset.task == "regression" else None
         predictor = Predictor(model, tokenizer, template, dataset.task, dataset.classes, fallback,
                               config.validation_batch_size)
-        validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience)
+        validator = Validator(predictor, splits.val, dataset.target, config.early_stopping_patience,
+                              config.stop_when_perfect)
     saved = read_json(checkpoint / CHECKPOINT_STATE_FILE) if checkpoint else {}
     if validator is not None and saved.get("validator"):
         validator.load(checkpoint, saved["validator"])
@@ -472,12 +517,12 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
     processes = training_processes()
     total = config.planned_steps(len(train_set), processes.num_processes)
     trainer = _lift_trainer(
-        validator, balance_groups(splits.train, dataset.target, dataset.task), clock,
+        validator, balance_groups(splits.train, dataset.target, dataset.task), clock, lower_cache,
         model=model,
         args=_training_arguments(config, run, total, has_validation=bool(val_set)),
         train_dataset=train_set,
         eval_dataset=val_set or None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=[_metrics_callback(run, stop, validator, clock), _checkpoint_callback(stop, config.save_steps)],
     )
     # Our callback prints one line per log step; the default printer would repeat it as a dict.
@@ -556,7 +601,7 @@ def resumable_run(run_dir) -> tuple[Run, TrainConfig, dict]:
     problem = None if launched_for_us else run.resume_problem()
     if problem:
         raise LiftError(problem)
-    return run, TrainConfig.from_dict(run.config()), status
+    return run, TrainConfig.of_run(run.config()), status
 
 
 def resume_training(run_dir) -> Run:

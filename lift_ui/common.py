@@ -66,13 +66,15 @@ def setting_control(name: str, **options):
     """The control of a TrainConfig setting: its label, default and help come from TrainConfig (a `value` option
     replaces the default where the page knows better, as the number of GPUs).
 
-    A number control unless `options` picks a slider (minimum and maximum) or the setting is text; whole-number
-    settings take whole numbers only.
+    A number control unless `options` picks a slider (minimum and maximum) or the setting is text or a yes/no
+    one; whole-number settings take whole numbers only.
     """
     default, metadata = getattr(DEFAULTS, name), SETTINGS[name].metadata
     common = {"value": options.pop("value", default), "label": metadata["label"], "info": metadata["help"]}
     if isinstance(default, str):
         return gr.Textbox(**common, **options)
+    if isinstance(default, bool):  # before the whole numbers: a bool is an int too
+        return gr.Checkbox(**common, **options)
     if options.pop("slider", False):
         return gr.Slider(**common, **options)
     return gr.Number(**common, precision=0 if isinstance(default, int) else None, **options)

@@ -23,6 +23,7 @@ class AppContext:
     template: gr.Radio | None = None
     template_text: gr.Textbox | None = None
     decimals: gr.Number | None = None
+    trim_zeros: gr.Checkbox | None = None
     model: gr.Dropdown | None = None           # created unrendered: the Prompt tab reads it, Train renders it
     training_run: gr.State | None = None       # the run the Train tab follows (its folder)
     training_timer: gr.Timer | None = None     # the Train tab's poll; another tab that starts a run switches it on

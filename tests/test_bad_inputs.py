@@ -42,6 +42,7 @@ from helpers import lift_cli, new_client
 from lift_core import data
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
+from lift_core.presets import PRESET_FIELDS
 from lift_core.prompts import TEMPLATE_KINDS
 
 REFUSED, ACCEPTED, EITHER, USAGE, WARNED, GRADIO = "refused", "accepted", "either", "usage", "warned", "gradio"
@@ -702,7 +703,8 @@ def app(app_server):
     """The module's app; once every case has run, it must still answer and hold no complete run."""
     client = new_client(app_server["url"])
     yield {"client": client, **app_server}
-    assert len(client.predict("Recommended", api_name="/preset")) == 8  # still serving after the whole corpus
+    # still serving after the whole corpus
+    assert len(client.predict("Recommended", api_name="/preset")) == len(PRESET_FIELDS)
     assert complete_runs(Path(app_server["runs_dir"])) == []
     client.close()
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lift_core import estimate, models
-from lift_core.config import TrainConfig
+from lift_core.config import PREVIOUS_DEFAULTS, TrainConfig
 from lift_core.data import load_splits
 from lift_core.errors import LiftError
 from lift_core.estimate import EVAL_ROWS_PER_S, TINY_CPU_TOKENS_PER_S, estimate_duration
@@ -31,7 +31,10 @@ def test_apply_preset_sets_every_preset_field_with_the_defaults_filled_in():
     assert quick["max_steps"] == 80 and quick["lr"] == defaults.lr and quick["lora_r"] == defaults.lora_r
     paper = apply_preset("Paper")
     assert paper == {"epochs": 10.0, "max_steps": 0, "batch_size": 4, "lr": 1e-4, "lora_r": 16, "lora_alpha": 16,
-                     "lora_dropout": 0.0, "warmup": 0.002}
+                     "lora_dropout": 0.0, "warmup": 0.002, "lora_layers": defaults.lora_layers,
+                     "trim_zeros": defaults.trim_zeros, "evaluations": defaults.evaluations,
+                     "stop_when_perfect": defaults.stop_when_perfect}
+    assert apply_preset("Previous defaults") == apply_preset("Recommended") | PREVIOUS_DEFAULTS
     with pytest.raises(LiftError, match="Unknown preset"):
         apply_preset("Fastest")
 

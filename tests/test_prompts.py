@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from lift_core.errors import LiftError
 from lift_core.prompts import (
     ANSWER_END,
+    MAX_DECIMALS,
     PROMPT_END,
     PromptTemplate,
+    format_value,
     parse_answer,
     parse_class,
     parse_number,
@@ -79,6 +81,43 @@ def test_pandas_row_with_unicode_column_names():
 def test_value_formatting(value, expected):
     one = PromptTemplate(features=["a"], target="y", kind="custom", text="{a}")
     assert one.prompt({"a": value}) == expected + PROMPT_END
+
+
+@pytest.mark.parametrize("value, expected", [
+    (3, "3"),
+    (np.int64(-7), "-7"),
+    (10**400, "1" + "0" * 400),
+    (0.125, "0.12"),
+    (np.float32(0.5), "0.5"),
+    (-0.001, "0"),
+    (100.0, "100"),
+    (-2.30, "-2.3"),
+    ("1.50", "1.50"),
+])
+def test_value_formatting_without_trailing_zeros(value, expected):
+    one = PromptTemplate(features=["a"], target="y", kind="custom", text="{a}", trim_zeros=True)
+    assert one.prompt({"a": value}) == expected + PROMPT_END
+
+
+def test_trim_zeros_applies_to_prompts_and_answers():
+    assert template(trim_zeros=True).example(ROW) == (
+        "When we have x1=5.1, x2=3.5, what should be the y value?###", " setosa@@@")
+    assert template(trim_zeros=True).completion(1.50) == " 1.5@@@"
+    assert template(trim_zeros=True, decimals=3).prompt({**ROW, "sepal width": 3.4567}) == (
+        "When we have x1=5.1, x2=3.457, what should be the y value?###")
+
+
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12),
+                 st.integers(min_value=-10**30, max_value=10**30)),
+       st.integers(min_value=0, max_value=MAX_DECIMALS))
+def test_trimmed_numbers_read_back_as_the_rounded_value(value, decimals):
+    """Dropping trailing zeros loses nothing: the text reads back as the number rounded to `decimals` digits,
+    exactly as the untrimmed text does, and it never ends in a zero after the point, nor in the point."""
+    trimmed, kept = format_value(value, decimals, trim_zeros=True), format_value(value, decimals)
+    assert float(trimmed) == float(kept)
+    assert kept.startswith(trimmed) or trimmed == "0"
+    assert not trimmed.endswith(".") and ("." not in trimmed or not trimmed.endswith("0"))
+    assert parse_number(f" {trimmed}{ANSWER_END}") == float(kept)
 
 
 def test_completions():

@@ -21,9 +21,9 @@ _TEMPLATE_HELP = (
 )
 
 
-def selected_template(dataset, template, template_text, decimals) -> prompts.PromptTemplate:
+def selected_template(dataset, template, template_text, decimals, trim_zeros) -> prompts.PromptTemplate:
     config = TrainConfig(template=template, template_text=template_text if template == "custom" else None,
-                         decimals=decimals)
+                         decimals=decimals, trim_zeros=trim_zeros)
     return config.template_for(dataset.features, dataset.target)
 
 
@@ -33,24 +33,25 @@ def placeholders_line(features) -> str:
     return "Placeholders: " + ", ".join(f"`{{{name}}}`" for name in features) + " (`{{` and `}}` are literal braces)."
 
 
-def preview_prompts(data_path, target, features, task, template, template_text, decimals):
+def preview_prompts(data_path, target, features, task, template, template_text, decimals, trim_zeros):
     """(message, placeholders line, table of the first rows as prompt and completion)."""
     placeholders = placeholders_line(features)
     try:
         dataset = selected_dataset(data_path, target, features, task)
-        prompt_template = selected_template(dataset, template, template_text, decimals)
+        prompt_template = selected_template(dataset, template, template_text, decimals, trim_zeros)
         examples = [prompt_template.example(row) for row in dataset.frame.head(PREVIEW_ROWS).to_dict("records")]
     except LiftError as error:
         return error_message(error), placeholders, None
     return "", placeholders, pd.DataFrame(examples, columns=["prompt", "completion"])
 
 
-def token_stats(ctx: AppContext, data_path, target, features, task, template, template_text, decimals, model_name):
+def token_stats(ctx: AppContext, data_path, target, features, task, template, template_text, decimals, model_name,
+                trim_zeros):
     """(message, statistics) of the tokens per training example: prompt, completion and end-of-text token."""
     try:
         ctx.launcher.check_model(model_name)
         dataset = selected_dataset(data_path, target, features, task)
-        prompt_template = selected_template(dataset, template, template_text, decimals)
+        prompt_template = selected_template(dataset, template, template_text, decimals, trim_zeros)
         lengths = example_lengths(dataset.frame.head(TOKEN_STAT_ROWS), prompt_template, model_name)
     except LiftError as error:
         return error_message(error), ""
@@ -69,6 +70,7 @@ def build(ctx: AppContext) -> None:
             ctx.template = gr.Radio(list(prompts.TEMPLATE_KINDS), value=DEFAULTS.template,
                                     label=SETTINGS["template"].metadata["label"], scale=3)
             ctx.decimals = setting_control("decimals", minimum=0, maximum=prompts.MAX_DECIMALS)
+            ctx.trim_zeros = setting_control("trim_zeros")
         with gr.Column(visible=False) as custom_box:
             ctx.template_text = gr.Textbox(
                 "", label="Custom template", lines=2,
@@ -82,11 +84,13 @@ def build(ctx: AppContext) -> None:
             stats = gr.Markdown("The tokenizer comes from the model chosen in the Train tab; loading it the first "
                                 "time can take a few seconds.")
 
+    # Drop trailing zeros is each endpoint's last input: API calls written before it existed keep their meaning
+    # (an input left out takes the control's default).
     selection = [ctx.data_path, ctx.target, ctx.features, ctx.task, ctx.template, ctx.template_text, ctx.decimals]
+    previewed = selection + [ctx.trim_zeros]
     ctx.template.change(lambda kind: gr.update(visible=kind == "custom"), ctx.template, custom_box,
                         api_visibility="private")
-    gr.on([ctx.data_path.change, ctx.target.change, ctx.features.change, ctx.task.change, ctx.template.change,
-           ctx.template_text.change, ctx.decimals.change],
-          preview_prompts, selection, [message, placeholders, preview], api_name="preview_prompts",
-          trigger_mode="always_last")
-    count_button.click(partial(token_stats, ctx), selection + [ctx.model], [message, stats], api_name="token_stats")
+    gr.on([component.change for component in previewed], preview_prompts, previewed,
+          [message, placeholders, preview], api_name="preview_prompts", trigger_mode="always_last")
+    count_button.click(partial(token_stats, ctx), selection + [ctx.model, ctx.trim_zeros], [message, stats],
+                       api_name="token_stats")

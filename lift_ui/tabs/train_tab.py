@@ -35,8 +35,9 @@ NO_RUN = "No training run yet. Load a table in the Data tab, choose the settings
 # Shown only with more than one GPU.
 GPU_SETTINGS = ("num_processes",)
 # What the memory estimate depends on: the table's token lengths, the model and how it is trained.
-MEMORY_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "model", "quant",
-                   "batch_size", "lora_r", "lora_targets", "lora_dropout", "num_processes")
+MEMORY_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "trim_zeros",
+                   "model", "quant", "batch_size", "lora_r", "lora_targets", "lora_dropout", "lora_layers",
+                   "num_processes")
 PRESET_HELP = "  \n".join(f"**{name}**: {preset.description}" for name, preset in PRESETS.items())
 DECISION_LOSS_HELP = (
     "*Decision loss* = loss of the first answer token where the classes differ; the format tokens (`@@@`) are "
@@ -48,7 +49,8 @@ def make_config(data, target, features, task, template, template_text, decimals,
                 **settings) -> TrainConfig:
     """The TrainConfig the page describes: the shared Data/Prompt components plus this tab's settings.
 
-    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default. Without
+    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default. Settings
+    that need no translation come this way whichever tab shows them (the Prompt tab's trim_zeros). Without
     `table_required`, a config without a table or target is one too.
     """
     if table_required and not data:
@@ -232,14 +234,16 @@ def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio, gr.Markdown]:
             gpus = gpu_controls()
             memory_line = gr.Markdown()
             preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
-                              info="Fills the LoRA and optimisation settings; change any of them afterwards.")
+                              info="Fills the LoRA and optimisation settings (Logging and limits too) and the "
+                                   "Prompt tab's trailing zeros; change any of them afterwards.")
             gr.Markdown(PRESET_HELP)
         with gr.Column():
             gr.Markdown("### LoRA")
             settings = {"lora_r": setting_control("lora_r", minimum=1),
                         "lora_alpha": setting_control("lora_alpha", minimum=1),
                         "lora_dropout": setting_control("lora_dropout", minimum=0, maximum=0.9, step=0.05),
-                        "lora_targets": setting_control("lora_targets")}
+                        "lora_targets": setting_control("lora_targets"),
+                        "lora_layers": setting_control("lora_layers", minimum=0)}
         with gr.Column():
             gr.Markdown("### Optimisation")
             settings |= {"lr": setting_control("lr", minimum=0, step=0.0001),
@@ -252,6 +256,8 @@ def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio, gr.Markdown]:
             with gr.Accordion("Logging and limits", open=False):
                 settings |= {"logging_steps": setting_control("logging_steps", minimum=0),
                              "eval_steps": setting_control("eval_steps", minimum=0),
+                             "evaluations": setting_control("evaluations", minimum=1),
+                             "stop_when_perfect": setting_control("stop_when_perfect", minimum=0),
                              "max_example_tokens": setting_control("max_example_tokens", minimum=1)}
     settings |= {"quant": quant, **gpus}
     return settings, preset, memory_line
@@ -291,10 +297,11 @@ def build(ctx: AppContext) -> None:
         timer = gr.Timer(POLL_SECONDS)
         ctx.training_run, ctx.training_timer = current_run, timer
 
-        # Keyed by make_config's parameters (TrainConfig fields), so every button describes the same run.
+        # Keyed by make_config's parameters (TrainConfig fields), so every button describes the same run, and a
+        # preset sets the Prompt tab's controls among them too.
         settings = {"data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
                     "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
-                    "model": ctx.model, **tab_settings}
+                    "trim_zeros": ctx.trim_zeros, "model": ctx.model, **tab_settings}
         preset_filled = preset.change(preset_values, preset, [settings[field] for field in PRESET_FIELDS],
                                       api_name="preset")
         # On request and after a preset, not on every keystroke: the estimate reads the table and tokenizes rows.
