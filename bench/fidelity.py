@@ -26,6 +26,7 @@ import torch
 from bench.report import publish
 from lift_core import synthetic
 from lift_core.config import DEFAULTS, PREVIOUS_DEFAULTS, TrainConfig
+from lift_core.estimate import estimate_duration
 from lift_core.evaluation import run_baselines
 from lift_core.training import run_training
 
@@ -131,6 +132,7 @@ def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         config = TrainConfig(**make_tables(case, seed, folder), model=model, seed=seed, **overrides)
+        estimate = estimate_duration(config, folder / "no-past-runs")  # what the Train tab says on a new machine
         started = time.perf_counter()
         run = run_training(config, folder / "run")
         total_s = time.perf_counter() - started
@@ -155,6 +157,7 @@ def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
                       if _validation_score(row) is not None],
         "best_step": status.get("best_step"),
         "wall_s": round(total_s, 1),  # model loading, training, validation and the test evaluation
+        "estimate_s": round(estimate.seconds, 1) if estimate.seconds else None,
         "fit_s": round(total_s - evaluation.get("eval_seconds", 0.0), 1),
         "predict_s": round(evaluation.get("eval_seconds", 0.0), 1),
         "threads": torch.get_num_threads(),  # timings from a 1-thread run are not comparable with 2 threads
@@ -166,8 +169,9 @@ def compare_markdown(rows: list[dict]) -> str:
     """Each configuration beside the previous defaults on the same set and seed: its score, the score's change,
     its wall time and how many times faster it ran."""
     previous = {(row["set"], row["seed"]): row for row in rows if row["config"] == "previous"}
-    lines = ["| set | seed | settings | accuracy or RAE | change | best baseline | steps | wall s | speed-up | threads |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | seed | settings | accuracy or RAE | change | best baseline | steps | wall s | speed-up "
+             "| estimated s | threads |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         score = "accuracy" if row["accuracy"] is not None else "rae"
         before = previous.get((row["set"], row["seed"]))
@@ -175,7 +179,7 @@ def compare_markdown(rows: list[dict]) -> str:
         speed_up = "" if before is None or row is before else f"{before['wall_s'] / row['wall_s']:.2f}x"
         lines.append(f"| {row['set']} | {row['seed']} | {row['config']} | {row[score]:.3f} | {change} "
                      f"| {row['best_baseline']} {row['best_baseline_score']:.3f} | {row['steps']} | {row['wall_s']:.0f} "
-                     f"| {speed_up} | {row['threads']} |")
+                     f"| {speed_up} | {_text(row.get('estimate_s'), 0)} | {row['threads']} |")
     return "\n".join(lines)
 
 

@@ -12,10 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from lift_core import models
-
-# Kept states beyond this many bytes are not cached: such rows run through the lower layers again, still
-# without a backward pass there. SmolLM2-135M keeps 2.3 KB per token, so this holds ~900,000 tokens.
-CACHE_BUDGET_BYTES = 2 * 2**30
+from lift_core.memory import CACHE_BUDGET_BYTES
 # The largest relative difference between the cached and the full pass's loss that counts as the same.
 MATCH_TOLERANCE = 1e-4
 

@@ -61,7 +61,12 @@ class ExampleShape:
     tokens: int = 64
     answer_tokens: int = 4
     classes: int = 2
+    rows: int = 500  # the table's rows: with lora_layers, each keeps its frozen layers' output
 
+
+# The frozen layers' output (lora_layers) is kept for at most this many bytes; rows beyond it run those layers
+# again each time, still without a backward pass. SmolLM2-135M keeps 2.3 KB per token: ~900,000 tokens.
+CACHE_BUDGET_BYTES = 2 * 2**30
 
 # Until a table is loaded: a row of a few features in the lift template.
 TYPICAL_SHAPE = ExampleShape()
@@ -136,9 +141,14 @@ def saved_per_token(architecture: models.Architecture, config: TrainConfig) -> i
             + (3 if architecture.gated_mlp else 2) * architecture.intermediate_size)
 
 
+def trained_layers(architecture: models.Architecture, config: TrainConfig) -> int:
+    """The blocks that carry LoRA, and so keep activations for the backward pass."""
+    return min(architecture.layers, config.lora_layers) if config.lora_layers else architecture.layers
+
+
 def lora_parameters(architecture: models.Architecture, config: TrainConfig) -> int:
     wrapped = _wrapped_layers(architecture, config)
-    return architecture.layers * sum(config.lora_r * (n_in + n_out) for n_in, n_out in wrapped)
+    return trained_layers(architecture, config) * sum(config.lora_r * (n_in + n_out) for n_in, n_out in wrapped)
 
 
 def estimate_memory(architecture: models.Architecture, config: TrainConfig, shape: ExampleShape, *,
@@ -171,12 +181,14 @@ def _activations(architecture: models.Architecture, config: TrainConfig, shape: 
     per_block = saved_per_token(architecture, config)
     # Gradient checkpointing (QLoRA on a GPU, see models.add_lora) keeps each block's input and recomputes one
     # block at a time.
-    kept = architecture.layers * (architecture.hidden_size if checkpointing else per_block)
+    kept = trained_layers(architecture, config) * (architecture.hidden_size if checkpointing else per_block)
     if checkpointing:
         kept += per_block
     # Only the columns where an answer token is scored go through the output layer (training.answer_loss).
     columns = min(shape.tokens, config.batch_size * shape.answer_tokens)
     train = tokens * kept * element_bytes + config.batch_size * columns * architecture.vocab_size * TRAIN_LOGIT_BYTES
+    if trained_layers(architecture, config) < architecture.layers:  # the frozen layers' output, kept per row
+        train += min(CACHE_BUDGET_BYTES, shape.rows * shape.tokens * architecture.hidden_size * element_bytes)
     if shape.classes < 2:
         return train
     rows = config.validation_batch_size * shape.classes
@@ -279,4 +291,5 @@ def _table_shape(table_settings: str, modified_ns: int, tokenizer_model: str | N
         lengths = [(len(example["input_ids"]), sum(label != -100 for label in example["labels"]))
                    for example in encode_examples(dataset.frame.iloc[longest], template, tokenizer)]
     return ExampleShape(tokens=max(tokens for tokens, _ in lengths), answer_tokens=max(answer for _, answer in lengths),
-                        classes=len(dataset.classes) if dataset.task == "classification" else 1)
+                        classes=len(dataset.classes) if dataset.task == "classification" else 1,
+                        rows=len(dataset.frame))

@@ -185,6 +185,9 @@ def _metrics_callback(run: Run, stop: StopRequest, validator: "Validator | None"
         def on_evaluate(self, args, state, control, **kwargs):
             if validator and validator.exhausted:
                 control.should_training_stop = True
+                if state.is_world_process_zero:
+                    print(f"Stopping early at step {state.global_step} of {state.max_steps}: "
+                          f"{validator.stop_reason}.", flush=True)
 
     return RunMetricsCallback()
 
@@ -271,9 +274,17 @@ class Validator:
 
     @property
     def exhausted(self) -> bool:
-        """Nothing left to learn: flat for `patience` evaluations, or perfect for `perfect_patience` in a row."""
-        return ((self.patience > 0 and self.stale >= self.patience)
-                or (self.perfect_patience > 0 and self.perfect >= self.perfect_patience))
+        return self.stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why there is nothing left to learn, in words: flat for `patience` evaluations, or perfect for
+        `perfect_patience` in a row; None while there is."""
+        if self.perfect_patience > 0 and self.perfect >= self.perfect_patience:
+            return f"the validation accuracy was perfect at {self.perfect} evaluations in a row"
+        if self.patience > 0 and self.stale >= self.patience:
+            return f"the validation score did not improve in {self.stale} evaluations"
+        return None
 
     def state(self) -> dict:
         return {"best_score": self.best_score, "best_step": self.best_step, "stale": self.stale,

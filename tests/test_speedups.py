@@ -1,7 +1,8 @@
 """The CPU speed-ups of issue 15: LoRA on the top layers with the frozen layers' output cached, the stop at a
 perfect validation score, the previous defaults kept reproducible, and the duration estimate that follows them."""
 
-import numpy as np
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -191,7 +192,7 @@ def test_regression_never_counts_as_perfect():
     assert not validator.exhausted
 
 
-def test_a_run_stops_once_validation_is_perfect_and_keeps_its_best_weights(tmp_path):
+def test_a_run_stops_once_validation_is_perfect_and_keeps_its_best_weights(tmp_path, capsys):
     table = two_gaussians(n=400, std=0.3)  # no point near the other class: validation can be perfect
     _, run = train_tiny(tmp_path, table, epochs=20, max_steps=300, eval_steps=5, stop_when_perfect=2)
     status, trained = run.status(), [row for row in run.metrics() if row.get("total_steps")]
@@ -202,6 +203,8 @@ def test_a_run_stops_once_validation_is_perfect_and_keeps_its_best_weights(tmp_p
     assert len(evaluations) == 2 or evaluations[-3] != 1.0  # stopped at the second perfect evaluation in a row
     assert status["best_step"] == last_step
     assert status["state"] == "completed" and run.eval_results()["accuracy"] >= 0.95
+    assert (f"Stopping early at step {last_step} of {planned}: the validation accuracy was perfect at 2 evaluations "
+            "in a row.") in capsys.readouterr().out
 
 
 # ---- the previous defaults ---------------------------------------------------------------------------------
@@ -225,3 +228,25 @@ def test_the_estimate_counts_only_the_trained_layers_per_step():
     assert trained_layer_share(TrainConfig(model="smollm2-135m", lora_layers=60)) == 1.0
     assert trained_layer_share(TrainConfig(model="tiny", lora_layers=1)) == 0.5
     assert 0 < FIXED_STEP_SHARE < 0.2
+
+
+def test_the_memory_estimate_counts_the_trained_layers_and_the_cache():
+    from lift_core import memory
+
+    architecture = models.PRESET_MODELS["smollm2-135m"].architecture
+    shape = memory.ExampleShape(tokens=40, answer_tokens=3, classes=1, rows=400)
+
+    def estimate(shape=shape, **settings):
+        return memory.estimate_memory(architecture, TrainConfig(**settings), shape, quantization="none",
+                                      on_gpu=False, element_bytes=4)
+
+    every, top = estimate(), estimate(lora_layers=10)
+    assert memory.lora_parameters(architecture, TrainConfig(lora_layers=10)) * 3 == memory.lora_parameters(
+        architecture, TrainConfig())
+    assert top.lora * 3 == pytest.approx(every.lora, rel=1e-6)
+    assert top.activations < every.activations
+    # Every row's frozen-layer output is counted: 400 rows x 40 tokens x 576 floats.
+    without_rows = estimate(dataclasses.replace(shape, rows=0), lora_layers=10)
+    cache = 400 * 40 * architecture.hidden_size * 4
+    assert top.activations - without_rows.activations == pytest.approx(cache * memory.CPU_ACTIVATION_OVERHEAD)
+    assert estimate(dataclasses.replace(shape, rows=0)).activations == every.activations  # no cache, no change
