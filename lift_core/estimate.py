@@ -43,6 +43,7 @@ class Estimate:
     seconds: float | None  # training and the test-set evaluation
     source: str  # where seconds_per_step comes from
     eval_seconds: float = 0.0  # included in `seconds`
+    stops_early: bool = False  # a classifier stops once its validation accuracy is perfect (stop_when_perfect)
 
     def summary(self) -> str:
         """One line for people: steps × seconds per step ≈ total (where the speed comes from)."""
@@ -50,8 +51,9 @@ class Estimate:
             return f"Estimated: {self.steps} steps; duration {self.source}."
         evaluation = (f"; includes ~{_readable(self.eval_seconds)} to evaluate the test rows"
                       if self.eval_seconds else "")
+        early = "; less if the validation accuracy is perfect sooner" if self.stops_early else ""
         return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step ≈ {_readable(self.seconds)} "
-                f"({self.source}{evaluation}).")
+                f"({self.source}{evaluation}{early}).")
 
 
 def _readable(seconds: float) -> str:
@@ -84,7 +86,9 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
         training_seconds = seconds_per_step * (steps * (FIXED_STEP_SHARE + (1 - FIXED_STEP_SHARE) * share)
                                                + batches_seen * FORWARD_SHARE * (1 - share))
     eval_seconds = len(splits.test) / eval_rows_per_s
-    return Estimate(steps, training_seconds / steps, training_seconds + eval_seconds, source, eval_seconds)
+    stops_early = bool(config.stop_when_perfect and dataset.task == "classification" and len(splits.val))
+    return Estimate(steps, training_seconds / steps, training_seconds + eval_seconds, source, eval_seconds,
+                    stops_early)
 
 
 def trained_layer_share(config: TrainConfig) -> float:

@@ -250,3 +250,14 @@ def test_the_memory_estimate_counts_the_trained_layers_and_the_cache():
     cache = 400 * 40 * architecture.hidden_size * 4
     assert top.activations - without_rows.activations == pytest.approx(cache * memory.CPU_ACTIVATION_OVERHEAD)
     assert estimate(dataclasses.replace(shape, rows=0)).activations == every.activations  # no cache, no change
+
+
+def test_the_estimate_says_a_classifier_may_stop_sooner(tmp_path):
+    from lift_core.estimate import estimate_duration
+
+    table = tmp_path / "t.csv"
+    two_gaussians(n=100).to_csv(table, index=False)
+    config = TrainConfig(data=str(table), target="y", model="tiny", quant="none", max_steps=50)
+    assert "less if the validation accuracy is perfect sooner" in estimate_duration(config, tmp_path).summary()
+    never = TrainConfig(data=str(table), target="y", model="tiny", quant="none", max_steps=50, stop_when_perfect=0)
+    assert "perfect" not in estimate_duration(never, tmp_path).summary()
