@@ -5,6 +5,7 @@ finished run of the same model and quantization on this machine, scaled from its
 new table's tokens per example; without such a run, from a rough guess for the built-in models.
 """
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class Estimate:
     source: str  # where seconds_per_step comes from
     eval_seconds: float = 0.0  # included in `seconds`
     stops_early: bool = False  # a classifier stops once its validation accuracy is perfect (stop_when_perfect)
+    validation_seconds: float = 0.0  # included in `seconds`; a measured speed already counts it
 
     def summary(self) -> str:
         """One line for people: steps × seconds per step ≈ total (where the speed comes from)."""
@@ -51,6 +53,8 @@ class Estimate:
             return f"Estimated: {self.steps} steps; duration {self.source}."
         evaluation = (f"; includes ~{_readable(self.eval_seconds)} to evaluate the test rows"
                       if self.eval_seconds else "")
+        if self.validation_seconds:
+            evaluation += f" and ~{_readable(self.validation_seconds)} to score the validation rows"
         early = "; less if the validation accuracy is perfect sooner" if self.stops_early else ""
         return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step ≈ {_readable(self.seconds)} "
                 f"({self.source}{evaluation}{early}).")
@@ -79,16 +83,19 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     # A step takes a batch on each process; tokens_per_s is that of all processes together.
     rows_per_step = config.batch_size * config.num_processes
     seconds_per_step = rows_per_step * tokens_per_example / tokens_per_s
-    training_seconds = steps * seconds_per_step
-    if not source.startswith("measured"):  # a past run with the same LoRA layers measured the cache's effect
+    training_seconds, validation_seconds = steps * seconds_per_step, 0.0
+    # A past run with the same LoRA layers measured the cache's effect and its validation time in its speed.
+    if not source.startswith("measured"):
         share = trained_layer_share(config)
         batches_seen = min(len(splits.train), steps * rows_per_step) / rows_per_step
         training_seconds = seconds_per_step * (steps * (FIXED_STEP_SHARE + (1 - FIXED_STEP_SHARE) * share)
                                                + batches_seen * FORWARD_SHARE * (1 - share))
+        evaluations = steps // (config.eval_steps or math.ceil(steps / config.evaluations))
+        validation_seconds = evaluations * len(splits.val) / eval_rows_per_s
     eval_seconds = len(splits.test) / eval_rows_per_s
     stops_early = bool(config.stop_when_perfect and dataset.task == "classification" and len(splits.val))
-    return Estimate(steps, training_seconds / steps, training_seconds + eval_seconds, source, eval_seconds,
-                    stops_early)
+    return Estimate(steps, training_seconds / steps, training_seconds + validation_seconds + eval_seconds, source,
+                    eval_seconds, stops_early, validation_seconds)
 
 
 def trained_layer_share(config: TrainConfig) -> float:
