@@ -67,7 +67,7 @@ class TrainConfig:
                                  label="Log the train loss every (steps)")
     eval_steps: int = setting(0, "evaluate on the validation rows every N steps; 0: `evaluations` per run",
                               label="Evaluate on the validation rows every (steps)")
-    evaluations: int = setting(12, "validation evaluations per run, evenly spaced, when eval_steps is 0",
+    evaluations: int = setting(6, "validation evaluations per run, evenly spaced, when eval_steps is 0",
                                label="Evaluations per run")
     save_steps: int = setting(0, "also save a checkpoint every N steps; 0: only at each epoch's end, every 5 "
                                  "minutes and on a stop (what --resume continues from)")

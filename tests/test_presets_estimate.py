@@ -119,8 +119,8 @@ def test_without_a_past_run_the_estimate_is_a_stated_rough_guess(tmp_path, tiny_
     per_step = tiny_config.batch_size * tokens_per_example(tiny_config) / TINY_CPU_TOKENS_PER_S
     assert result.seconds_per_step == pytest.approx(per_step, rel=0.05)
     assert result.eval_seconds == pytest.approx(20 / EVAL_ROWS_PER_S)  # 20% of 100 rows are test rows
-    # 12 evaluations a run: every 5 of the 50 steps, 10 in all, each scoring the 8 validation rows (10% of 80)
-    assert result.validation_seconds == pytest.approx(10 * 8 / EVAL_ROWS_PER_S)
+    # 6 evaluations a run: every 9 of the 50 steps, 5 in all, each scoring the 8 validation rows (10% of 80)
+    assert result.validation_seconds == pytest.approx(5 * 8 / EVAL_ROWS_PER_S)
     assert result.seconds == pytest.approx(
         50 * result.seconds_per_step + result.validation_seconds + result.eval_seconds)
     assert "rough guess" in result.source and "to score the validation rows" in result.summary()
