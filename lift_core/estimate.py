@@ -76,7 +76,7 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     speed = _speed(config, runs_dir)
     if speed is None:
         return Estimate(steps, None, None, UNKNOWN_SOURCE)
-    tokens_per_s, eval_rows_per_s, source = speed
+    tokens_per_s, eval_rows_per_s, source, measured = speed
     template = config.template_for(dataset.features, dataset.target)
     sample = splits.train.sample(n=min(TOKEN_SAMPLE_ROWS, len(splits.train)), random_state=0)
     tokens_per_example = float(np.mean(example_lengths(sample, template, config.model, config.trust_remote_code)))
@@ -85,7 +85,7 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
     seconds_per_step = rows_per_step * tokens_per_example / tokens_per_s
     training_seconds, validation_seconds = steps * seconds_per_step, 0.0
     # A past run with the same LoRA layers measured the cache's effect and its validation time in its speed.
-    if not source.startswith("measured"):
+    if not measured:
         share = trained_layer_share(config)
         batches_seen = min(len(splits.train), steps * rows_per_step) / rows_per_step
         training_seconds = seconds_per_step * (steps * (FIXED_STEP_SHARE + (1 - FIXED_STEP_SHARE) * share)
@@ -104,17 +104,19 @@ def trained_layer_share(config: TrainConfig) -> float:
     return min(1.0, config.lora_layers / found[0].layers) if found else 1.0
 
 
-def _speed(config: TrainConfig, runs_dir) -> tuple[float, float, str] | None:
-    """Training tokens per second, test rows per second, and where they come from; None when unknown."""
+def _speed(config: TrainConfig, runs_dir) -> tuple[float, float, str, bool] | None:
+    """Training tokens per second, test rows per second, where they come from and whether a past run measured them;
+    None when unknown."""
     past = _past_run(config, runs_dir)
     if past is not None:
         run, tokens_per_s = past
         return (tokens_per_s, _eval_rows_per_s(run) or EVAL_ROWS_PER_S,
-                f"measured: run {run.name} trained at {tokens_per_s:,.0f} tokens/s on this machine")
+                f"measured: run {run.name} trained at {tokens_per_s:,.0f} tokens/s on this machine", True)
     tokens_per_s = _prior_tokens_per_s(config.model)
     if tokens_per_s is None:
         return None
-    return tokens_per_s, EVAL_ROWS_PER_S, f"rough guess: ~{tokens_per_s:,.0f} tokens/s for {config.model} on this CPU"
+    return (tokens_per_s, EVAL_ROWS_PER_S, f"rough guess: ~{tokens_per_s:,.0f} tokens/s for {config.model} on this CPU",
+            False)
 
 
 def _past_run(config: TrainConfig, runs_dir) -> tuple[Run, float] | None:
