@@ -13,6 +13,7 @@ import torch
 
 from lift_core import models
 from lift_core.memory import CACHE_BUDGET_BYTES
+
 # The largest relative difference between the cached and the full pass's loss that counts as the same.
 MATCH_TOLERANCE = 1e-4
 
@@ -23,7 +24,7 @@ class _LowerLayersDone(Exception):
 
 class LowerLayerCache:
     def __init__(self, model, first_trained: int):
-        self.base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.base = models.base_model(model)
         name, self.layers = models.decoder_layers(self.base)
         parent_name, _, self.attribute = name.rpartition(".")
         self.parent = self.base.get_submodule(parent_name)
@@ -36,8 +37,7 @@ class LowerLayerCache:
         """A cache when LoRA trains only the top `top_layers` layers (0: all), else None: nothing is frozen below."""
         if top_layers <= 0:
             return None
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        count = len(models.decoder_layers(base)[1])
+        count = len(models.decoder_layers(models.base_model(model))[1])
         return cls(model, count - top_layers) if top_layers < count else None
 
     @torch.no_grad()

@@ -408,6 +408,11 @@ class LoraSettings:
     top_layers: int = 0  # LoRA on this many of the last transformer layers only; 0: on every layer
 
 
+def base_model(model):
+    """The transformers model itself, under a peft wrapper if there is one."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def decoder_layers(model) -> tuple[str, "torch.nn.ModuleList"]:
     """The name and the list of a causal LM's transformer layers (`layers` in Llama and Qwen, `h` in GPT-J): the
     module list as long as the model's layer count."""

@@ -352,7 +352,7 @@ def answer_loss(model, batch: dict, keeps_logits: bool = True, lower_cache: Lowe
 def keeps_logits(model) -> bool:
     """Whether the model takes a tensor of columns to compute logits for, as transformers' own causal LMs do;
     remote code may take only a count, so it gets the full logits."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = models.base_model(model)
     return (type(base).__module__.startswith("transformers.")
             and "logits_to_keep" in inspect.signature(base.forward).parameters)
 
@@ -512,8 +512,10 @@ def train_model(config: TrainConfig, run: Run, dataset: data.Dataset, splits: da
         example["row"] = number  # what the lower-layer cache keys each row's states by
     train_set, val_set = examples[:len(splits.train)], examples[len(splits.train):]
     collator = PadCollator(tokenizer.pad_token_id)
-    first_batch = {key: value.to(model.device) for key, value in collator(train_set[:config.batch_size]).items()}
-    lower_cache = checked_lower_cache(model, config.lora_layers, first_batch)
+    lower_cache = None
+    if config.lora_layers:
+        first_batch = {key: value.to(model.device) for key, value in collator(train_set[:config.batch_size]).items()}
+        lower_cache = checked_lower_cache(model, config.lora_layers, first_batch)
     validator = None
     if val_set:
         fallback = float(splits.train[dataset.target].mean()) if dataset.task == "regression" else None
