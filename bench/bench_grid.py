@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from bench.report import publish
-from lift_core import models, predict, synthetic
+from lift_core import decoding, models, synthetic
 from lift_core.boundary import explorable_features, grid_over
 from lift_core.config import TrainConfig
 from lift_core.predict import Predictor
@@ -52,7 +52,7 @@ def train_run(folder: Path, model: str, steps: int) -> Run:
 def unmerged_predictor(run: Run, batch_size: int = 32) -> Predictor:
     from peft import PeftModel
 
-    loaded = models.load_model(run.config()["model"], "none")
+    loaded = models.load_model(run.config().model, "none")
     model = PeftModel.from_pretrained(loaded.model, run.adapter_dir)
     predictor = Predictor.for_run(run, model, loaded.tokenizer)
     predictor.batch_size = batch_size
@@ -79,12 +79,12 @@ def transformers_generate(predictor: Predictor, grid: pd.DataFrame, batch_size: 
 
 def plain_probabilities(predictor: Predictor, grid: pd.DataFrame) -> np.ndarray:
     """Label scoring without prefix sharing: every prompt in full."""
-    shared = predict.MIN_SHARED_PROMPT_TOKENS
-    predict.MIN_SHARED_PROMPT_TOKENS = 10**9
+    shared = decoding.MIN_SHARED_PROMPT_TOKENS
+    decoding.MIN_SHARED_PROMPT_TOKENS = 10**9
     try:
         return predictor.class_probabilities(grid)
     finally:
-        predict.MIN_SHARED_PROMPT_TOKENS = shared
+        decoding.MIN_SHARED_PROMPT_TOKENS = shared
 
 
 def grid_of(run: Run, points: int) -> pd.DataFrame:

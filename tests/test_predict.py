@@ -1,13 +1,15 @@
-"""Predictor: shared-prefix label scoring against a naive computation, voting, regression draws, batching."""
+"""Predictor and its parts: the cached decoder's shared-prefix label scoring against a naive computation, its
+sampling against transformers' generate, batching; answers read back as votes and regression draws."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from lift_core import models
-from lift_core.predict import (MIN_SHARED_PROMPT_TOKENS, LabelTokens, Predictor, common_prefix_length,
-                               prefix_batches)
+from lift_core import answers, models
+from lift_core.decoding import (MIN_SHARED_PROMPT_TOKENS, CachedDecoder, LabelTokens, common_prefix_length,
+                                prefix_batches)
+from lift_core.predict import Predictor
 from lift_core.prompts import PromptTemplate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,16 +75,15 @@ def test_labels_have_different_token_lengths(tiny, template):
 @pytest.mark.parametrize("batch_size", [32, 3, 1])
 def test_shared_prefix_scoring_equals_naive_scoring(tiny, template, rows, batch_size):
     model, tokenizer = tiny
-    predictor = Predictor(model, tokenizer, template, "classification", ANIMALS, batch_size=batch_size)
+    labels = LabelTokens.build(tokenizer, [template.completion(label) for label in ANIMALS])
     prompts = [tokenizer(template.prompt(row))["input_ids"] for row in rows.to_dict("records")]
-    fast = np.concatenate([predictor._score_prompts(prompts[i:i + batch_size])
-                           for i in range(0, len(prompts), batch_size)])
+    fast = CachedDecoder(model, tokenizer).label_scores(prompts, labels, batch_size)
     expected = naive_scores(model, tokenizer, template, rows, ANIMALS)
     assert fast.shape == (len(rows), 3)
     # The answers' common first tokens are left out: the same constant for every class of a row, which the
     # probabilities do not see. Differences between classes are exact.
     np.testing.assert_allclose(fast - fast[:, :1], expected - expected[:, :1], atol=1e-4, rtol=0)
-    if predictor.labels.shared == 0:
+    if labels.shared == 0:
         np.testing.assert_allclose(fast, expected, atol=1e-4, rtol=0)
     # Untrained, the scores are far from equal, so a mix-up of rows or classes could not pass.
     assert np.ptp(expected - expected[:, :1]) > 1.0
@@ -91,10 +92,9 @@ def test_shared_prefix_scoring_equals_naive_scoring(tiny, template, rows, batch_
 def test_single_token_labels_equal_naive_scoring(tiny, template, rows):
     model, tokenizer = tiny
     # Real completions (" 0@@@") take several tokens; one-token labels exercise the path without a cache.
-    predictor = Predictor(model, tokenizer, template, "classification", ["0", "1"])
-    predictor.labels = LabelTokens(ids=torch.tensor([[223], [18]]), mask=torch.ones(2, 1, dtype=torch.long), shared=0)
+    labels = LabelTokens(ids=torch.tensor([[223], [18]]), mask=torch.ones(2, 1, dtype=torch.long), shared=0)
     prompts = [tokenizer(template.prompt(row))["input_ids"] for row in rows.to_dict("records")]
-    fast = predictor._score_prompts(prompts)
+    fast = CachedDecoder(model, tokenizer).label_scores(prompts, labels, batch_size=64)
     for i, tokens in enumerate(prompts):
         with torch.no_grad():
             last = model(input_ids=torch.tensor([tokens])).logits[0, -1].log_softmax(-1)
@@ -182,6 +182,45 @@ def test_empty_frame_gives_empty_result(tiny, template):
         pd.DataFrame({"x1": [], "x2": []}))
     assert len(result) == 0
     assert {"y_pred", "p_cat", "p_horse", "p_ox"} <= set(result.columns)
+
+
+# ---- the model's mode belongs to its owner ------------------------------------------------------------------
+
+def test_predictor_leaves_an_eval_model_in_eval_mode(tiny, template, rows):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, template, "classification", ANIMALS)
+    predictor.predict(rows.head(2))
+    predictor.sample_answers(rows.head(2))
+    assert not model.training
+
+
+def test_a_model_in_training_mode_is_refused_and_left_in_it(tiny, template, rows):
+    """Dropout would make the predictions noisy: the caller is told to call model.eval(), and the model's mode
+    stays as the caller set it."""
+    model, tokenizer = tiny
+    model.train()
+    try:
+        predictor = Predictor(model, tokenizer, template, "classification", ANIMALS)
+        assert model.training
+        for predict in (lambda: predictor.predict(rows.head(2)), lambda: predictor.sample_answers(rows.head(2))):
+            with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):
+                predict()
+            assert model.training
+    finally:
+        model.eval()
+
+
+def test_the_decoder_imports_nothing_of_lift_core():
+    """It works on token ids: runs, configs and templates are the Predictor's business."""
+    import ast
+    import inspect
+
+    from lift_core import decoding
+
+    tree = ast.parse(inspect.getsource(decoding))
+    modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in modules if name.startswith("lift_core")}
 
 
 # ---- a trained model: voting ---------------------------------------------------------------------------------
@@ -332,12 +371,66 @@ def test_regression_averages_valid_samples(tiny, template, rows, monkeypatch):
     np.testing.assert_allclose(result["std"], [np.std([1.5, 2.5, 3.5]), 0.0])
 
 
+# ---- answers read back, without a model ----------------------------------------------------------------------
+
+def test_probabilities_are_the_softmax_of_the_scores_and_ignore_a_constant_per_row():
+    scores = np.array([[0.0, np.log(3.0)], [-1000.0, -1000.0]])
+    np.testing.assert_allclose(answers.probabilities(scores), [[0.25, 0.75], [0.5, 0.5]])
+    np.testing.assert_allclose(answers.probabilities(scores + [[5.0], [-7.0]]), answers.probabilities(scores))
+
+
+def test_scored_frame_picks_the_likeliest_class_and_is_never_invalid():
+    result = answers.scored_frame(["a", "b", "c"], np.array([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]]))
+    assert list(result.columns) == ["y_pred", "p_a", "p_b", "p_c", "spread", "invalid"]
+    assert result["y_pred"].tolist() == ["b", "a"]
+    assert result["invalid"].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(result["spread"], [normalized_entropy(np.array([[0.2, 0.5, 0.3]]))[0], 0.0])
+    assert str(result["spread"][1]) == "0.0"  # a certain row's spread is 0, not -0
+
+
+def test_vote_frame_counts_votes_and_invalid_answers():
+    drawn = [[" a@@@", "a", " b@@@", "junk"], ["x@@@", "y"]]
+    result = answers.vote_frame(["a", "b"], drawn)
+    assert result["y_pred"][0] == "a" and pd.isna(result["y_pred"][1])
+    np.testing.assert_allclose(result[["p_a", "p_b"]], [[0.5, 0.25], [0.0, 0.0]])
+    assert result["invalid"].tolist() == [0.25, 1.0]
+    # The spread is the entropy of the valid votes only; a row without one is as uncertain as can be.
+    np.testing.assert_allclose(result["spread"], [normalized_entropy(np.array([[2 / 3, 1 / 3]]))[0], 1.0])
+
+
+def test_regression_frame_averages_parsed_numbers_and_falls_back():
+    result = answers.regression_frame([[" 1@@@", " 3@@@", "?"], ["?", "?"]], fallback_value=None)
+    assert list(result.columns) == ["y_pred", "median", "std", "invalid"]
+    assert result["y_pred"].tolist() == [2.0, 0.0]  # no training mean: 0
+    assert result["std"].tolist() == [1.0, 0.0]
+    np.testing.assert_allclose(result["invalid"], [1 / 3, 1.0])
+    assert answers.regression_frame([["?"]], fallback_value=7.5)["median"].tolist() == [7.5]
+    assert len(answers.regression_frame([], fallback_value=None)) == 0
+
+
+def test_evaluating_a_handed_over_model_puts_it_in_eval_mode(tiny_run, tmp_path):
+    """Training hands its model over still in training mode; the evaluation owns the switch, not the Predictor."""
+    import shutil
+
+    from lift_core.evaluation import evaluate_run
+    from lift_core.predict import load_run_model
+    from lift_core.runs import Run
+
+    run = Run(shutil.copytree(tiny_run[1].path, tmp_path / "run"))  # the shared run's results stay as they are
+    model, tokenizer = load_run_model(run)
+    model.train()
+    results = evaluate_run(run, model=model, tokenizer=tokenizer)
+    assert not model.training
+    assert results["accuracy"] == tiny_run[1].eval_results()["accuracy"]
+
+
 def test_a_run_loads_with_its_adapter_merged_and_predicts_as_the_unmerged_model(tiny_run):
     from peft import PeftModel
 
     _, run = tiny_run
     merged = Predictor.from_run(run)
     assert not isinstance(merged.model, PeftModel)  # folded into the weights: no LoRA layers left to run
+    assert not merged.model.training  # the loader owns the model it loads, so it sets its mode
     loaded = models.load_model("tiny", "none")
     unmerged = Predictor.for_run(run, PeftModel.from_pretrained(loaded.model, run.adapter_dir), loaded.tokenizer)
     rows = run.split("test")
