@@ -17,11 +17,13 @@ import pandas as pd
 import torch
 
 from lift_core import models, synthetic
+from lift_core.batches import PadCollator, StratifiedSampler, balance_groups
+from lift_core.callbacks import TrainingClock
 from lift_core.config import TrainConfig
-from lift_core.prompts import PromptTemplate
 from lift_core.encoding import encode_examples
-from lift_core.training import (PadCollator, StratifiedSampler, TrainingClock, _lift_trainer, _training_arguments,
-                                balance_groups, checked_lower_cache)
+from lift_core.loss import checked_lower_cache
+from lift_core.prompts import PromptTemplate
+from lift_core.trainer import build_trainer, training_arguments
 
 WARMUP = 2
 
@@ -75,8 +77,8 @@ def lift_trainer(model, examples, groups, steps: int, batch_size: int, collator,
         config = TrainConfig(batch_size=batch_size, max_steps=steps, logging_steps=5)
         numbered = [{**example, "row": number} for number, example in enumerate(examples)]
         lower_cache = checked_lower_cache(model, lora_layers, collator(numbered[:batch_size]))
-        trainer = _lift_trainer(None, groups, TrainingClock(), lower_cache, model=model,
-                                args=_training_arguments(config, Run(folder), steps, has_validation=False),
+        trainer = build_trainer(None, groups, TrainingClock(), lower_cache, model=model,
+                                args=training_arguments(config, Run(folder), steps, has_validation=False),
                                 train_dataset=numbered, data_collator=collator, callbacks=[Clock()])
         trainer.train()
     return (marks[steps] - marks[timed_from]) / (steps - timed_from)

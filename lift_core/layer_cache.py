@@ -4,7 +4,7 @@ With LoRA on the top layers only, every layer below them sees the same tokens wi
 step, so its output for a row never changes during a run. That output (the input of the first trained layer) is
 computed the first time a row is seen and kept; every later step feeds it to the top layers as `inputs_embeds`
 and runs, and backpropagates, through those layers alone. The loss and its gradients are those of a full
-forward pass (checked once per run by `training.checked_lower_cache`, and in the tests).
+forward pass (checked once per run by `loss.checked_lower_cache`, and in the tests).
 """
 
 from contextlib import contextmanager

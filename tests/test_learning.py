@@ -8,12 +8,13 @@ import torch
 from helpers import train_tiny, two_gaussians
 
 from lift_core import models
+from lift_core.batches import PadCollator, StratifiedSampler, balance_groups
 from lift_core.config import TrainConfig
 from lift_core.evaluation import majority_warning
+from lift_core.loss import answer_loss
 from lift_core.predict import Predictor
 from lift_core.prompts import PromptTemplate
 from lift_core.encoding import decision_offset, encode_examples
-from lift_core.training import PadCollator, StratifiedSampler, answer_loss, balance_groups
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import pytest
 from helpers import ONE_THREAD_ENV, REPO_ROOT, TINY_FAST, lift_cli, train_tiny, two_gaussians, wait_for, write_table
 
-from lift_core import training
+from lift_core import callbacks, training
 from lift_core.errors import LiftError
-from lift_core.runs import CHECKPOINT_STATE_FILE, Run, read_json
+from lift_core.files import read_json
+from lift_core.runs import Run
 from lift_core.training import resume_training
 
 # 4 epochs of 11 batches: checkpoints at the ends of epochs 1 to 3 (steps 11, 22, 33), none at the last step.
@@ -71,7 +72,7 @@ def test_checkpoints_are_kept_complete_and_only_the_latest(uninterrupted):
     folders = sorted((uninterrupted.path / "checkpoints").iterdir())
     # The last epoch's end is the final step: the adapter is saved then, not a checkpoint.
     assert [folder.name for folder in folders] == ["checkpoint-33"]
-    state = read_json(folders[0] / CHECKPOINT_STATE_FILE)
+    state = read_json(folders[0] / "lift_state.json")
     assert state["step"] == 33 and state["elapsed_s"] > 0
     assert state["validator"]["best_step"] <= 33
     assert uninterrupted.latest_checkpoint() == folders[0]
@@ -84,9 +85,9 @@ def test_a_checkpoint_cut_off_before_its_state_file_is_not_resumed_from(uninterr
     shutil.copytree(uninterrupted.path, run.path)
     (run.path / "checkpoints" / "checkpoint-40").mkdir()  # a later save that a kill interrupted
     assert run.latest_checkpoint().name == "checkpoint-33"
-    (run.path / "checkpoints" / "checkpoint-33" / CHECKPOINT_STATE_FILE).unlink()
+    (run.path / "checkpoints" / "checkpoint-33" / "lift_state.json").unlink()
     assert run.latest_checkpoint() is None
-    run.set_status("interrupted", trained=False)
+    run.record(trained=False)
     assert run.resume_point() == "from step 0 (no checkpoint was saved)"
 
 
@@ -127,7 +128,7 @@ def test_only_interrupted_failed_or_stopped_runs_resume(uninterrupted, tmp_path)
     failed_early = Run(tmp_path / "early")
     failed_early.path.mkdir()
     (failed_early.path / "config.json").write_text("{}")
-    failed_early.set_status("failed", error="bad data")
+    (failed_early.path / "status.json").write_text('{"state": "failed", "error": "bad data"}')
     with pytest.raises(LiftError, match="ended before it saved its data splits"):
         resume_training(failed_early.path)
 
@@ -142,7 +143,7 @@ def test_resume_through_the_cli_takes_only_the_run_folder(uninterrupted):
 
 def test_the_schedule_asks_for_a_checkpoint_at_epoch_ends_after_a_while_and_on_a_stop():
     stop = SimpleNamespace(requested=False)
-    schedule = training._checkpoint_callback(stop, save_steps=0)
+    schedule = callbacks.checkpoint_callback(stop, save_steps=0)
     state = SimpleNamespace(global_step=5, max_steps=10)
 
     def asks(event) -> bool:
@@ -152,7 +153,7 @@ def test_the_schedule_asks_for_a_checkpoint_at_epoch_ends_after_a_while_and_on_a
 
     schedule.on_train_begin(None, state, None)
     assert not asks("on_step_end") and asks("on_epoch_end")
-    schedule.last_save -= training.CHECKPOINT_EVERY_S
+    schedule.last_save -= callbacks.CHECKPOINT_EVERY_S
     assert asks("on_step_end")
     schedule.on_save(None, state, None)
     assert not asks("on_step_end")
@@ -160,7 +161,7 @@ def test_the_schedule_asks_for_a_checkpoint_at_epoch_ends_after_a_while_and_on_a
     assert asks("on_step_end")
     state.global_step = 10  # the last step: the adapter, not a checkpoint
     assert not asks("on_step_end") and not asks("on_epoch_end")
-    every_3 = training._checkpoint_callback(SimpleNamespace(requested=False), save_steps=3)
+    every_3 = callbacks.checkpoint_callback(SimpleNamespace(requested=False), save_steps=3)
     every_3.on_train_begin(None, state, None)
     state.global_step = 6
     control = SimpleNamespace(should_save=False)
@@ -194,11 +195,12 @@ def test_a_killed_training_resumes_and_reaches_its_final_step(tmp_path, capsys):
             process.wait()
         log.close()
     killed_at = run.metrics()[-1]["step"]
-    checkpoint_step = read_json(run.latest_checkpoint() / CHECKPOINT_STATE_FILE)["step"]
+    checkpoint_step = read_json(run.latest_checkpoint() / "lift_state.json")["step"]
     planned = run.metrics()[-1]["total_steps"]
     assert not run.adapter_dir.exists()
-    assert run.status()["state"] == "interrupted"
-    assert read_json(run.file("status.json"))["state"] == "interrupted"  # written back
+    assert run.status()["state"] == "running"  # reading never writes
+    assert run.reconcile()["state"] == "interrupted"
+    assert read_json(run.path / "status.json")["state"] == "interrupted"  # written back
 
     result = lift_cli("train", "--resume", run.path)
     assert result.returncode == 0, result.stdout + result.stderr

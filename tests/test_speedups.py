@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from lift_core import layer_cache, models
+from lift_core.batches import PadCollator
 from lift_core.config import DEFAULTS, PREVIOUS_DEFAULTS, TrainConfig
 from lift_core.encoding import encode_examples
 from lift_core.estimate import FIXED_STEP_SHARE, trained_layer_share
 from lift_core.layer_cache import LowerLayerCache
+from lift_core.loss import answer_loss, checked_lower_cache
 from lift_core.presets import apply_preset
 from lift_core.prompts import PromptTemplate
-from lift_core.training import PadCollator, Validator, answer_loss, checked_lower_cache
+from lift_core.validation import Validator
 from tests.helpers import train_tiny, two_gaussians
 
 
@@ -23,7 +25,8 @@ def tiny_top_layer(model_cache):
     """The tiny 2-layer Llama with LoRA on its top layer only, in eval mode (no dropout), and a batch of its rows."""
     torch.manual_seed(0)
     loaded = models.load_model("tiny", "none")
-    model = models.add_lora(loaded, models.LoraSettings(r=4, alpha=8, dropout=0.0, top_layers=1))
+    settings = TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_layers=1).lora_settings()
+    model = models.add_lora(loaded, settings)
     # LoRA's B starts at zero, which would hide a mistake in the top layers' input: give the update some weight.
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -233,7 +236,7 @@ def test_the_estimate_counts_only_the_trained_layers_per_step():
 def test_the_memory_estimate_counts_the_trained_layers_and_the_cache():
     from lift_core import memory
 
-    architecture = models.PRESET_MODELS["smollm2-135m"].architecture
+    architecture = models.LISTED_MODELS["smollm2-135m"].architecture
     shape = memory.ExampleShape(tokens=40, answer_tokens=3, classes=1, rows=400)
 
     def estimate(shape=shape, **settings):

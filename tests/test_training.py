@@ -13,13 +13,14 @@ import pytest
 from helpers import ONE_THREAD_ENV, REPO_ROOT, TINY_FAST, train_tiny, wait_for
 
 from lift_core import models, synthetic
+from lift_core.batches import PadCollator
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.predict import Predictor
 from lift_core.prompts import PromptTemplate
 from lift_core.runs import Run
 from lift_core.encoding import encode_examples
-from lift_core.training import PadCollator, run_training
+from lift_core.training import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,7 +90,7 @@ def test_tiny_learns_a_separable_set(which, request):
 
 def test_config_json_reruns_the_same_settings(fp_run):
     config, run = fp_run
-    saved = json.loads(run.file("config.json").read_text())
+    saved = json.loads((run.path / "config.json").read_text())
     assert saved == json.loads(json.dumps(asdict(config)))
     again = TrainConfig.from_dict(saved)
     assert again == config
@@ -99,7 +100,7 @@ def test_config_json_reruns_the_same_settings(fp_run):
 
 def test_status_json(fp_run):
     _, run = fp_run
-    status = json.loads(run.file("status.json").read_text())
+    status = json.loads((run.path / "status.json").read_text())
     assert status["state"] == "completed"
     assert status["pid"] == os.getpid()
     assert status["created"] <= status["started"] <= status["finished"]
@@ -109,7 +110,7 @@ def test_status_json(fp_run):
 
 def test_metrics_jsonl(fp_run):
     config, run = fp_run
-    lines = run.file("metrics.jsonl").read_text().splitlines()
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     assert len(rows) >= 5
     for row in rows:
@@ -142,10 +143,10 @@ def test_metrics_jsonl(fp_run):
 def test_dataset_json_and_splits(fp_run):
     _, run = fp_run
     info = run.dataset_info()
-    assert info["task"] == "classification" and info["classes"] == ["0", "1"]
-    assert info["features"] == ["x1", "x2"] and info["target"] == "y"
-    assert (info["n_train"], info["n_val"], info["n_test"]) == (144, 16, 40)
-    assert info["train_target_mean"] is None
+    assert info.task == "classification" and info.classes == ["0", "1"]
+    assert info.features == ["x1", "x2"] and info.target == "y"
+    assert (info.n_train, info.n_val, info.n_test) == (144, 16, 40)
+    assert info.train_target_mean is None
     splits = {name: run.split(name) for name in ("train", "val", "test")}
     assert [len(splits[name]) for name in ("train", "val", "test")] == [144, 16, 40]
     everything = pd.concat(splits.values())
@@ -154,7 +155,7 @@ def test_dataset_json_and_splits(fp_run):
 
 def test_eval_json(fp_run):
     _, run = fp_run
-    results = json.loads(run.file("eval.json").read_text())
+    results = json.loads((run.path / "eval.json").read_text())
     assert {"task", "n_test", "invalid_rate", "accuracy", "macro_f1", "log_loss"} <= set(results)
     assert results["task"] == "classification"
     assert 0 <= results["log_loss"] < 0.5
@@ -166,7 +167,7 @@ def test_eval_json(fp_run):
 
 def test_predictions_csv(fp_run):
     _, run = fp_run
-    predictions = pd.read_csv(run.file("predictions.csv"))
+    predictions = pd.read_csv((run.path / "predictions.csv"))
     test = run.split("test")
     assert {"y_true", "y_pred", "p_0", "p_1"} <= set(predictions.columns)
     assert len(predictions) == len(test)
@@ -188,7 +189,7 @@ def test_saved_adapter_reproduces_the_evaluation(which, request):
     predictor = Predictor.from_run(run)
     assert run.status()["quantization"] == ("4bit" if which == "q4_run" else "none")
     assert ("Linear4bit" in {type(m).__name__ for m in predictor.model.modules()}) == (which == "q4_run")
-    predictions = pd.read_csv(run.file("predictions.csv"))
+    predictions = pd.read_csv((run.path / "predictions.csv"))
     test = run.split("test")
     reloaded = predictor.predict(test)
     tolerance = 1e-4 if which == "fp_run" else 0.02
@@ -235,10 +236,10 @@ def test_a_model_that_fails_to_load_marks_the_run_failed(separable_csv, tmp_path
 
 def test_an_existing_run_is_not_overwritten(fp_run, separable_csv):
     config, run = fp_run
-    before = run.file("config.json").read_text()
+    before = (run.path / "config.json").read_text()
     with pytest.raises(LiftError, match="already holds a run"):
         run_training(TrainConfig(data=str(separable_csv), target="y", **TINY_FAST), run.path)
-    assert run.file("config.json").read_text() == before
+    assert (run.path / "config.json").read_text() == before
     assert run.status()["state"] == "completed"
 
 
@@ -269,7 +270,7 @@ def test_regression_writes_error_metrics(regression_run):
     assert results["task"] == "regression"
     assert results["n_test"] == len(test) == 20
     # The scores are those of the saved predictions; the invalid rate is the mean share of unreadable draws.
-    predictions = pd.read_csv(run.file("predictions.csv"))
+    predictions = pd.read_csv((run.path / "predictions.csv"))
     errors = (predictions["y_pred"] - predictions["y_true"]).to_numpy()
     spread = np.abs(predictions["y_true"] - predictions["y_true"].mean()).sum()
     assert results["rmse"] == pytest.approx(np.sqrt(np.mean(errors ** 2)))
@@ -281,11 +282,11 @@ def test_regression_writes_error_metrics(regression_run):
 def test_regression_uses_the_separate_test_table(regression_run):
     _, run, train, test, _ = regression_run
     info = run.dataset_info()
-    assert info["task"] == "regression"
+    assert info.task == "regression"
     # Nothing of the training table is held out for testing.
-    assert info["n_train"] + info["n_val"] == len(train) == 80
-    assert info["n_test"] == len(test)
-    predictions = pd.read_csv(run.file("predictions.csv"))
+    assert info.n_train + info.n_val == len(train) == 80
+    assert info.n_test == len(test)
+    predictions = pd.read_csv((run.path / "predictions.csv"))
     assert {"y_true", "y_pred", "median", "std", "invalid"} <= set(predictions.columns)
     np.testing.assert_allclose(predictions["x1"], test["x1"])
     np.testing.assert_allclose(predictions["y_true"], test["y"])
@@ -294,8 +295,8 @@ def test_regression_uses_the_separate_test_table(regression_run):
 def test_regression_training_mean_is_the_fallback(regression_run, monkeypatch):
     _, run, _, test, _ = regression_run
     info = run.dataset_info()
-    assert info["train_target_mean"] == pytest.approx(run.split("train")["y"].mean())
-    assert np.isfinite(pd.read_csv(run.file("predictions.csv"))["y_pred"]).all()
+    assert info.train_target_mean == pytest.approx(run.split("train")["y"].mean())
+    assert np.isfinite(pd.read_csv((run.path / "predictions.csv"))["y_pred"]).all()
     # The trained model rarely writes nothing readable, so the draws are canned: the run's predictor answers a
     # row whose every draw is unreadable with the training mean recorded in the run.
     predictor = Predictor.from_run(run)
@@ -303,7 +304,7 @@ def test_regression_training_mean_is_the_fallback(regression_run, monkeypatch):
     monkeypatch.setattr(predictor, "sample_answers", lambda frame, k, temperature, progress=None: canned)
     result = predictor.predict(test.head(3), samples=2)
     assert result["invalid"].tolist() == [1.0, 0.0, 0.5]
-    assert result["y_pred"].tolist() == [pytest.approx(info["train_target_mean"]), 2.0, -4.0]
+    assert result["y_pred"].tolist() == [pytest.approx(info.train_target_mean), 2.0, -4.0]
 
 
 def test_regression_evaluation_uses_the_configured_sampling(regression_run):
@@ -315,7 +316,7 @@ def test_regression_evaluation_uses_the_configured_sampling(regression_run):
     # The other draws are the validation score's: one greedy answer per validation row at each evaluation.
     validation = [rows for rows, k, temperature in calls if (k, temperature) == (1, 0.0)]
     evaluations = [row for row in run.metrics() if row.get("val_rae") is not None]
-    assert sum(validation) == len(evaluations) * run.dataset_info()["n_val"]
+    assert sum(validation) == len(evaluations) * run.dataset_info().n_val
 
 
 # ---- early stopping -----------------------------------------------------------------------------------------------
