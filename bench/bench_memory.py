@@ -22,7 +22,7 @@ import transformers
 
 from bench.report import publish
 from lift_core import memory, synthetic
-from lift_core.cli import train_command
+from lift_core.launcher import training_command
 from lift_core.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def measure_training(folder: Path, model: str, data: str, batch_size: int, steps
     # First: it builds an alias's folder (SmolLM2's conversion), so that the measured process only loads it.
     estimate = memory.training_memory(config)
     out = folder / f"run-{model}-{Path(data).stem}-{batch_size}"
-    peak = peak_bytes(train_command(config, out), folder / f"{out.name}.log")
+    peak = peak_bytes(training_command(config, out), folder / f"{out.name}.log")
     shape, _ = memory.example_shape(config)
     return {"estimate": estimate, "peak": peak, "tokens": shape.tokens}
 

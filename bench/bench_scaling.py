@@ -9,7 +9,6 @@ ru_maxrss. Run it alone: timings depend on everything else on the machine.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 
 from bench.report import publish
 from lift_core import synthetic
+from lift_core.runs import Run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,9 +40,9 @@ def train(folder: Path, model: str, rows: int, steps: int, quant: str) -> dict:
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"training {rows} rows ({quant}) failed:\n{(folder / f'log-{rows}-{quant}.txt').read_text()}")
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps_logged = [row for row in metrics if row.get("total_steps")]
-    evaluation = json.loads((out / "eval.json").read_text())
+    run = Run(out)
+    steps_logged = [row for row in run.metrics() if row.get("total_steps")]
+    evaluation = run.eval_results()
     return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024,
             "step_s": steps_logged[-1]["elapsed_s"] / steps_logged[-1]["step"],
             "eval_s": evaluation["eval_seconds"], "n_test": evaluation["n_test"]}

@@ -31,9 +31,9 @@ def numeric_features(frame: pd.DataFrame, features: list[str]) -> list[str]:
 def explorable_features(run) -> list[str]:
     """The run's features when they can be drawn: two numeric ones, or one numeric one for regression."""
     info = run.dataset_info()
-    features = info["features"]
+    features = info.features
     numeric = numeric_features(run.split("train"), features)
-    if numeric == features and (len(features) == 2 or (len(features) == 1 and info["task"] == "regression")):
+    if numeric == features and (len(features) == 2 or (len(features) == 1 and info.task == "regression")):
         return features
     described = ", ".join(f"{name} ({'number' if name in numeric else 'text'})" for name in features)
     raise LiftError(f"Decision boundaries need two numeric features (or one numeric feature for a regression); "
@@ -81,7 +81,7 @@ def baseline_boundary(run, name: str, *, resolution: int = 60, margin: float = 0
 
     dataset, splits = run_dataset(run)
     grid = grid_over(splits.train, explorable_features(run), resolution=resolution, margin=margin)
-    fitted = baselines.fit_baseline(name, splits, dataset, seed=run.config().get("seed", 0))
+    fitted = baselines.fit_baseline(name, splits, dataset, seed=run.config().seed)
     if dataset.task == "regression":
         return grid.assign(y_pred=fitted.predict(grid))
     proba = baselines.class_probabilities(fitted, grid, dataset.classes)

@@ -13,7 +13,7 @@ from pathlib import Path
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig, split_list
 from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError, looks_out_of_memory
 from lift_core.models import QUANT_MODES
-from lift_core.runs import read_json
+from lift_core.files import read_json
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -87,9 +87,10 @@ def _train_config(args):
     return TrainConfig(**values)
 
 
-def train_command(config, out_dir) -> list[str]:
-    """The `python -m lift_core train` command line that reproduces `config` (a TrainConfig)."""
-    command = [sys.executable, "-m", "lift_core", "train", "--data", config.data, "--target", config.target]
+def train_flags(config) -> list[str]:
+    """The `train` flags that reproduce `config` (a TrainConfig): the required ones, and every setting that
+    differs from its default (launcher.training_command makes them a command line)."""
+    command = ["--data", config.data, "--target", config.target]
     for flag, field_name, options in train_options():
         value = getattr(config, field_name)
         if value is None or value == getattr(DEFAULTS, field_name):
@@ -98,7 +99,7 @@ def train_command(config, out_dir) -> list[str]:
             command.append(flag if value else "--no-" + flag[2:])
         else:
             command += [flag, ",".join(value) if isinstance(value, list) else str(value)]
-    return command + ["--out", str(out_dir)]
+    return command
 
 
 # Settings every `train` command names itself, as required arguments.
@@ -172,7 +173,7 @@ def _open_run(path):
     from lift_core.runs import Run
 
     run = Run(path)
-    if not run.adapter_dir.is_dir():
+    if not run.has_adapter():
         raise LiftError(f"'{path}' holds no trained adapter. Give the --out folder of a finished "
                         "(or stopped) `train` run.")
     return run
@@ -227,8 +228,8 @@ def cmd_models(args) -> None:
     from lift_core import models
 
     print(models.hardware_summary())
-    for name, preset in models.PRESET_MODELS.items():
-        print(f"  {name:<38} {preset.description(name)}")
+    for name, listed in models.LISTED_MODELS.items():
+        print(f"  {name:<38} {listed.description(name)}")
     print("Any hub id or local model folder works with --model; a hub id needs network access or the hub's cache.")
 
 
@@ -288,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--features")
     baselines.add_argument("--task", choices=("classification", "regression"))
     baselines.add_argument("--only", help="comma-separated baseline names")
-    baselines.add_argument("--test-size", dest="test_size", type=float, default=0.2)
-    baselines.add_argument("--val-size", dest="val_size", type=float, default=0.1)
-    baselines.add_argument("--seed", type=int, default=0)
+    # The split of a `train` run with the same settings, so the scores compare.
+    baselines.add_argument("--test-size", dest="test_size", type=float, default=DEFAULTS.test_size)
+    baselines.add_argument("--val-size", dest="val_size", type=float, default=DEFAULTS.val_size)
+    baselines.add_argument("--seed", type=int, default=DEFAULTS.seed)
     baselines.add_argument("--out")
     baselines.set_defaults(handler=cmd_baselines)
 

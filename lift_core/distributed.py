@@ -7,6 +7,7 @@ that launched them waits, and when one of them fails it records which one and wh
 broken connection.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
-from lift_core.runs import Run, pid_alive, read_json
+from lift_core.files import read_json
+from lift_core.processes import identity_alive
+from lift_core.runs import Run, RunStateError
 
 # Read by torchrun's agent when a process fails: what this process says went wrong (see record_failure).
 ERROR_FILE_VARIABLE = "TORCHELASTIC_ERROR_FILE"
@@ -162,12 +165,12 @@ def _failure_error(failure, processes: int) -> TrainingProcessFailed:
 
 
 def _record_failure(run: Run, error: TrainingProcessFailed) -> None:
-    status = read_json(run.file("status.json")) or {}
+    status = run.status()
     # Not when the run never started (nothing to record it in), nor once another live process owns it: a resume
     # from the page may start while this launch is still shutting down.
-    owner = status.get("pid")
-    if run.file("config.json").exists() and (owner == os.getpid() or not pid_alive(owner, status.get("pid_start"))):
-        run.set_status("failed", error=str(error), finished=time.time())
+    if run.exists() and (status.get("pid") == os.getpid() or not identity_alive(status)):
+        with contextlib.suppress(RunStateError):  # it completed before another process failed at exit
+            run.fail(str(error))
 
 
 def record_failure(message: str) -> None:

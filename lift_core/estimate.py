@@ -125,10 +125,10 @@ def _past_run(config: TrainConfig, runs_dir) -> tuple[Run, float] | None:
     quantization, hardware = models.resolve_quantization(config.quant), models.hardware_summary()
     for run in list_runs(runs_dir):  # newest first
         status = run.status()
-        if (status.get("state") in FINISHED_STATES and run.config().get("model") == config.model
+        if (status.get("state") in FINISHED_STATES and run.config().model == config.model
                 and status.get("quantization") == quantization and status.get("hardware") == hardware
                 and status.get("processes", 1) == config.num_processes
-                and TrainConfig.of_run(run.config()).lora_layers == config.lora_layers):
+                and run.config().lora_layers == config.lora_layers):
             tokens_per_s = next((row["tokens_per_s"] for row in reversed(run.metrics()) if row.get("tokens_per_s")),
                                 None)
             if tokens_per_s:
@@ -146,8 +146,8 @@ def _eval_rows_per_s(run: Run) -> float | None:
 def _prior_tokens_per_s(model_name: str) -> float | None:
     if models.has_cuda():
         return None  # the guesses are for CPUs; a GPU is faster by an unknown factor
-    if model_name == "smollm2-135m":
+    if model_name == models.SMOLLM2_MODEL:
         return SMOLLM2_CPU_TOKENS_PER_S_PER_CORE * (os.cpu_count() or 1)
-    if model_name == "tiny":
+    if model_name == models.TINY_MODEL:
         return TINY_CPU_TOKENS_PER_S
     return None

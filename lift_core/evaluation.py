@@ -7,46 +7,47 @@ import pandas as pd
 
 from lift_core import baselines, data, metrics
 from lift_core.predict import Predictor, Progress, cached_predictor
-from lift_core.runs import BASELINES_FILE, Run, write_json_atomically
+from lift_core.runs import Run
 
 
 def evaluate_run(run: Run, *, predictor: Predictor | None = None, model=None, tokenizer=None,
                  progress: Progress | None = None) -> dict:
-    """Predict the test split, write predictions.csv and eval.json, and return the metrics."""
+    """Predict the test split, write predictions.csv and eval.json, and return the metrics.
+
+    A `model` handed over (the one training just finished with) is put in eval mode here: its owner is done
+    training it, and a Predictor never switches a model's mode itself.
+    """
     started = time.perf_counter()
     info = run.dataset_info()
     if predictor is None:
-        predictor = Predictor.for_run(run, model, tokenizer) if model is not None else Predictor.from_run(run)
+        predictor = Predictor.for_run(run, model.eval(), tokenizer) if model is not None else Predictor.from_run(run)
     frame = run.split("test")
-    y_true = frame[info["target"]].tolist()
+    y_true = frame[info.target].tolist()
     config = run.config()
-    samples = 0 if info["task"] == "classification" else config.get("eval_samples", 5)
-    predicted = predictor.predict(frame, samples=samples, temperature=config.get("eval_temperature", 0.7),
-                                  progress=progress)
-    if info["task"] == "classification":
-        probabilities = predicted[[f"p_{label}" for label in info["classes"]]].to_numpy()
+    samples = 0 if info.task == "classification" else config.eval_samples
+    predicted = predictor.predict(frame, samples=samples, temperature=config.eval_temperature, progress=progress)
+    if info.task == "classification":
+        probabilities = predicted[[f"p_{label}" for label in info.classes]].to_numpy()
         results = metrics.classification_metrics(y_true, predicted["y_pred"].tolist(), probabilities,
-                                                 info["classes"])
+                                                 info.classes)
         # Label scoring always yields a valid class; a greedy generation shows whether the model
         # also writes answers in the right form, which is what the paper's invalid rate measures.
         generated = predictor.predict(frame, samples=1, temperature=0.0)
-        greedy = metrics.classification_metrics(y_true, generated["y_pred"].tolist(), None, info["classes"])
+        greedy = metrics.classification_metrics(y_true, generated["y_pred"].tolist(), None, info.classes)
         results["invalid_rate"] = greedy["invalid_rate"]
         results["generated_accuracy"] = greedy["accuracy"]
         results["mode"] = "label scoring"
-        most_common = run.split("train")[info["target"]].mode().iloc[0]
+        most_common = run.split("train")[info.target].mode().iloc[0]
         results["majority_accuracy"] = float(np.mean(np.asarray(y_true) == most_common)) if y_true else None
     else:
         results = metrics.regression_metrics(y_true, predicted["y_pred"].tolist(),
                                              n_invalid=int(np.round(predicted["invalid"].sum())))
         results["invalid_rate"] = float(predicted["invalid"].mean()) if len(predicted) else 0.0
         results["mode"] = "sampling"
-    results["task"] = info["task"]
+    results["task"] = info.task
     results["eval_seconds"] = round(time.perf_counter() - started, 2)
-    output = frame.rename(columns={info["target"]: "y_true"})
-    pd.concat([output.reset_index(drop=True), predicted], axis=1).to_csv(run.file("predictions.csv"),
-                                                                        index=False)
-    write_json_atomically(run.file("eval.json"), results)
+    output = frame.rename(columns={info.target: "y_true"})
+    run.save_evaluation(results, pd.concat([output.reset_index(drop=True), predicted], axis=1))
     return results
 
 
@@ -81,20 +82,20 @@ def run_dataset(run: Run) -> tuple[data.Dataset, data.Splits]:
     info = run.dataset_info()
     splits = data.Splits(*(run.split(name) for name in ("train", "val", "test")))
     dataset = data.Dataset(frame=pd.concat([splits.train, splits.val, splits.test], ignore_index=True),
-                           target=info["target"], features=info["features"], task=info["task"],
-                           classes=info["classes"], n_dropped=info["n_dropped"])
+                           target=info.target, features=info.features, task=info.task,
+                           classes=info.classes, n_dropped=info.n_dropped)
     return dataset, splits
 
 
 def run_baselines(run: Run, *, names=None) -> pd.DataFrame:
     """The baselines on exactly the run's split, saved beside its own results."""
     dataset, splits = run_dataset(run)
-    table = baselines.run_baselines(splits, dataset, names=names, seed=run.config().get("seed", 0))
-    table.to_csv(run.file(BASELINES_FILE), index=False)
+    table = baselines.run_baselines(splits, dataset, names=names, seed=run.config().seed)
+    run.save_baselines(table)
     return table
 
 
 def cached_baselines(run: Run) -> pd.DataFrame:
     """The run's saved baseline scores, fitting them first if they were never saved."""
-    saved = run.file(BASELINES_FILE)
-    return pd.read_csv(saved) if saved.exists() else run_baselines(run)
+    saved = run.baselines()
+    return saved if saved is not None else run_baselines(run)

@@ -1,5 +1,6 @@
 """Files written whole or not at all: a reader polling one (a page, another process) never sees half of it."""
 
+import json
 import os
 import shutil
 import threading
@@ -30,3 +31,23 @@ def write_atomically(path: Path, write: Callable[[Path], object], replace_folder
             partial.unlink(missing_ok=True)
         raise
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2, default=json_default)
+    write_atomically(path, lambda partial: partial.write_text(text))
+
+
+def json_default(value):
+    """numpy scalars as plain numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def read_json(path: Path) -> dict | None:
+    """The file's JSON, or None where it is missing or (being written by a non-atomic writer) unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

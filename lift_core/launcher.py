@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError, looks_out_of_memory
-from lift_core.runs import (ACTIVE_STATES, LAUNCHER_FILE, SETTINGS_FILE, STOP_FILE, Run, descendants, list_runs,
-                            pid_alive, process_identity, read_json, write_json_atomically)
+from lift_core.processes import identity_alive, kill_with_descendants, process_identity
+from lift_core.runs import ACTIVE_STATES, Run, list_runs, new_run_folder
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 # Held while a launch checks that no training is active and starts one: app processes sharing a runs folder
@@ -37,18 +37,13 @@ class TrainingLauncher:
 
     def active_run(self) -> Run | None:
         for run in self._launching_runs() + list_runs(self.runs_dir):
-            status = run.status()
-            if status.get("state") in ACTIVE_STATES and _launched_and_alive(run, status):
+            if run.reconcile().get("state") in ACTIVE_STATES and _launched_and_alive(run):
                 return run
         return None
 
     def _exiting(self) -> bool:
         """Whether a launched run has recorded its end but its process has not exited yet."""
-        for run in list_runs(self.runs_dir):
-            launched = read_json(run.file(LAUNCHER_FILE)) or {}
-            if pid_alive(launched.get("pid"), launched.get("pid_start")):
-                return True
-        return False
+        return any(identity_alive(run.launch_record()) for run in list_runs(self.runs_dir))
 
     def latest_run(self) -> Run | None:
         """What a freshly opened page shows: the training in progress, else the most recent run."""
@@ -56,8 +51,8 @@ class TrainingLauncher:
 
     def _launching_runs(self) -> list[Run]:
         # Launched, but the subprocess has not written config.json yet, so list_runs cannot see them.
-        return [Run(path) for path in self.runs_dir.iterdir()
-                if (path / LAUNCHER_FILE).exists() and not (path / "config.json").exists()]
+        folders = [Run(path) for path in self.runs_dir.iterdir() if path.is_dir()]
+        return [run for run in folders if not run.exists() and run.launch_record()]
 
     def new_run_path(self, config: TrainConfig) -> Path:
         model = Path(config.model).name.replace("/", "-")
@@ -81,27 +76,26 @@ class TrainingLauncher:
         # Bad data, a bad template or rows too long are reported here, in the page, instead of as a failed run.
         check_training_inputs(config)
         with self._exclusive():
-            run = Run(self.new_run_path(config))
-            run.path.mkdir(parents=True)
-            # The settings travel as a file: no column name, template text or value can pass for a flag.
-            write_json_atomically(run.file(SETTINGS_FILE), asdict(config))
-            self._launch(run, training_command(run.file(SETTINGS_FILE), run.path), config, log_mode="w")
+            run = new_run_folder(self.new_run_path(config))
+            settings = run.save_settings(asdict(config))
+            self._launch(run, training_command(config, run.path, settings), config, log_mode="w")
         return run
 
     def resume(self, run: Run) -> str:
         """Start an interrupted, failed or stopped run's training again from its last checkpoint; returns where
         it picks up, in words."""
+        run.reconcile()
         problem = run.resume_problem()
         if problem:
             raise LiftError(problem)
-        config = TrainConfig.of_run(run.config())
+        config = run.config()
         self.check_model(config.model)
         with self._exclusive():
             point = run.resume_point()
-            run.file(STOP_FILE).unlink(missing_ok=True)  # else the resumed run would stop at its first step
+            # Queued before the process starts, so that it finds the run queued for it (see training.resumable_run).
+            run.resume({})
             process = self._launch(run, resume_command(run.path), config, log_mode="a")
-            # Active from now on, before the process writes its own status.
-            run.set_status("queued", **process_identity(process.pid))
+            run.record(**process_identity(process.pid))
         return point
 
     @contextlib.contextmanager
@@ -122,14 +116,14 @@ class TrainingLauncher:
             yield
 
     def _launch(self, run: Run, command: list[str], config: TrainConfig, log_mode: str) -> subprocess.Popen:
-        with open(run.file("log.txt"), log_mode) as log:
+        with run.open_log(log_mode) as log:
             log.write(("\n" if log_mode == "a" else "") + " ".join(command) + "\n\n")
             log.flush()
             environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
             # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the run.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=environment, start_new_session=True)
-        write_json_atomically(run.file(LAUNCHER_FILE), {**process_identity(process.pid), "launched": time.time()})
+        run.record_launch(process_identity(process.pid))
         self._watched.add(run.path)
         threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
         return process
@@ -143,31 +137,22 @@ class TrainingLauncher:
         try:
             exit_code = process.wait()
             # A run resumed since this process ended belongs to the new process: its status is not ours to write.
-            if (read_json(run.file(LAUNCHER_FILE)) or {}).get("pid") == process.pid:
+            if run.launch_record().get("pid") == process.pid:
                 self._record_exit(run, exit_code, config)
         finally:
             self._watched.discard(run.path)
 
     def _record_exit(self, run: Run, exit_code: int, config: TrainConfig) -> None:
-        state = run.status().get("state")
-        if not run.file("status.json").exists() or state in ACTIVE_STATES + ("interrupted",):
+        if not run.exists():
+            # Record the settings so the failed run is listed and can be inspected after a refresh.
+            run.save_config(asdict(config))
+        status = run.reconcile()
+        if status.get("state") in ACTIVE_STATES + ("interrupted",):
             # The process died before it could say why (a crash, the OOM killer, a forced stop).
-            if not run.file("config.json").exists():
-                # Record the settings so the failed run is listed and can be inspected after a refresh.
-                write_json_atomically(run.file("config.json"), asdict(config))
-            if run.stop_requested() and exit_code == -signal.SIGKILL:
-                error = ("Stopped by force during the test evaluation; the adapter is saved."
-                         if run.status().get("trained") else "Stopped by force before the adapter was saved.")
-            elif exit_code < 0:
-                # The log's last line is whatever the process printed before the signal, not the cause.
-                error = f"The training process was killed (signal {-exit_code}, {signal.Signals(-exit_code).name})."
-            else:
-                last_line = next((line for line in reversed(run.log_tail(5).splitlines()) if line.strip()), "")
-                error = last_line or f"exited with code {exit_code}"
-            run.set_status("failed", error=error, exit_code=exit_code,
-                           created=run.status().get("created", time.time()))
+            run.fail(_exit_error(run, exit_code, status), exit_code=exit_code,
+                     created=status.get("created", time.time()))
         else:
-            run.set_status(state, exit_code=exit_code)
+            run.record(exit_code=exit_code)
 
     def stop(self) -> tuple[Run, str] | None:
         """Ask the active run to stop: it finishes its step, saves its adapter and ends as `stopped`.
@@ -184,9 +169,9 @@ class TrainingLauncher:
             run.request_stop()
             return run, "requested"
         # A double click must not throw away a run that was about to stop by itself.
-        if time.time() - run.file(STOP_FILE).stat().st_mtime < FORCE_AFTER_S:
+        if (run.seconds_since_stop_request() or 0) < FORCE_AFTER_S:
             return run, "waiting"
-        _kill(run, run.status())
+        _kill(run)
         return run, "killed"
 
     def delete(self, run: Run) -> None:
@@ -197,9 +182,15 @@ class TrainingLauncher:
         run.delete()
 
 
-def training_command(settings: Path, out_dir: Path) -> list[str]:
-    """The training process the launcher starts: the engine's CLI, reading its settings from a file."""
-    return [sys.executable, "-m", "lift_core", "train", "--config", str(settings), "--out", str(out_dir)]
+def training_command(config: TrainConfig, out_dir, settings_file: Path | None = None) -> list[str]:
+    """The `python -m lift_core train` command of a run of `config`. With `settings_file`, the one the launcher
+    starts: the settings travel as a file, so no column name, template text or value can pass for a flag.
+    Without, the same run spelled out in flags (those of settings that differ from the defaults), as the Train
+    tab shows it for the command line."""
+    from lift_core.cli import train_flags
+
+    settings = ["--config", str(settings_file)] if settings_file else train_flags(config)
+    return [sys.executable, "-m", "lift_core", "train", *settings, "--out", str(out_dir)]
 
 
 def resume_command(run_dir: Path) -> list[str]:
@@ -213,30 +204,29 @@ def ran_out_of_memory(run: Run, status: dict) -> bool:
                                                             status.get("exit_code"))
 
 
-def _training_process(run: Run, status: dict) -> dict:
-    """The run's pid and its start time: from its status, else (a run whose process has not written one yet)
-    from launcher.json."""
-    return status if status.get("pid") else read_json(run.file(LAUNCHER_FILE)) or {}
+def _exit_error(run: Run, exit_code: int, status: dict) -> str:
+    """Why a process ended without recording its end, from its exit code or the log's last line."""
+    if run.stop_requested() and exit_code == -signal.SIGKILL:
+        return ("Stopped by force during the test evaluation; the adapter is saved." if status.get("trained")
+                else "Stopped by force before the adapter was saved.")
+    if exit_code < 0:
+        # The log's last line is whatever the process printed before the signal, not the cause.
+        return f"The training process was killed (signal {-exit_code}, {signal.Signals(-exit_code).name})."
+    last_line = next((line for line in reversed(run.log_tail(5).splitlines()) if line.strip()), "")
+    return last_line or f"exited with code {exit_code}"
 
 
-def _kill(run: Run, status: dict) -> None:
+def _kill(run: Run) -> None:
     """Kills the run's processes: the one this launcher started and all it started (a multi-process run's
-    training processes), else the training process a CLI started."""
-    launched = read_json(run.file(LAUNCHER_FILE)) or {}
-    if pid_alive(launched.get("pid"), launched.get("pid_start")):  # never a later process that reuses the pid
-        # The training processes first: the launching process's death would leave them to init.
-        doomed = [*descendants(launched["pid"]), launched["pid"]]
-    elif _launched_and_alive(run, status):
-        doomed = [_training_process(run, status)["pid"]]
-    else:
-        doomed = []
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    training processes), else the training process a CLI started. Never a later process that reuses a pid."""
+    launched = run.launch_record()
+    if identity_alive(launched):
+        kill_with_descendants(launched["pid"])
+    elif _launched_and_alive(run):
+        kill_with_descendants(run.training_process()["pid"])
 
 
-def _launched_and_alive(run: Run, status: dict) -> bool:
+def _launched_and_alive(run: Run) -> bool:
     # A run folder made by the launcher has no status until the subprocess writes one; it is active while
     # the launched process lives.
-    process = _training_process(run, status)
-    return pid_alive(process.get("pid"), process.get("pid_start"))
+    return identity_alive(run.training_process())

@@ -1,119 +1,93 @@
-"""A run is a folder: the CLI writes it, the web app only reads it.
+"""A run is a folder, and this module is its only writer: every file in it is written by a method of `Run`.
 
     config.json     everything needed to rerun (a TrainConfig)
-    dataset.json    what the data turned out to be: task, classes, features, split sizes
-    status.json     state + pid (and its start time) + error, replaced atomically
+    dataset.json    what the data turned out to be (a DatasetInfo)
+    status.json     the state, its history, the training process (pid and start time) and the error
     metrics.jsonl   one JSON object per logging step, flushed per line
-    log.txt         the training process's output (written by whoever launched it)
+    log.txt         the training process's output (its launcher opens it through `open_log`)
     splits/         train.csv, val.csv, test.csv exactly as used
     adapter/        the LoRA adapter (peft safetensors), of the best validation step
     checkpoints/    the latest checkpoint (adapter, optimizer, scheduler, RNG, trainer state; lift_state.json last),
-                    saved at each epoch's end, at least every 5 minutes and on a stop: what --resume continues from
+                    saved at each epoch's end, at least every 5 minutes and on a stop: what --resume continues from.
+                    The Trainer writes its own files into the folder `checkpoints_dir` names; the run completes it.
     eval.json       test metrics
     predictions.csv the test rows with y_true, y_pred and probabilities or spread
     baselines.csv   the scikit-learn baselines' test scores on the same split, once someone asks for them
     launcher.json   pid and launch time, written by the launcher before the process writes status.json
     settings.json   the settings the launcher hands to the training process (`train --config`)
     STOP            present once a stop was requested; the training process checks for it after every step
+
+The state is a small state machine (TRANSITIONS): each change is checked against the current state and written
+under a lock on the folder, so the training process, the launcher's watcher and a second server never undo each
+other's writes. Reading never writes: a run whose process died reads as running until `reconcile()` says so.
 """
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lift_core.errors import LiftError
-from lift_core.files import write_atomically
+from lift_core.files import json_default, read_json, write_atomically, write_json_atomically
 from lift_core.metrics import SUMMARY_METRICS
+from lift_core.processes import identity_alive
 
-STATES = ("queued", "running", "completed", "failed", "stopped", "interrupted")
+# Which state may follow which; None is a folder with no status yet (a launch whose process has not written one).
+TRANSITIONS = {
+    None: ("queued", "failed"),
+    "queued": ("running", "failed"),
+    "running": ("completed", "failed", "stopped", "interrupted"),
+    # The launcher learns why a process died after a reader found it dead; the others can be resumed.
+    "interrupted": ("queued", "failed"),
+    "failed": ("queued", "failed"),  # failed again: a multi-process launch records the process that failed first
+    "stopped": ("queued",),
+    "completed": (),
+}
+STATES = tuple(state for state in TRANSITIONS if state)
 ACTIVE_STATES = ("queued", "running")
 RESUMABLE_STATES = ("interrupted", "failed", "stopped")
-STOP_FILE = "STOP"
-LAUNCHER_FILE = "launcher.json"
-SETTINGS_FILE = "settings.json"
-BASELINES_FILE = "baselines.csv"
-CHECKPOINTS_DIR = "checkpoints"
-# Written last into a checkpoint folder: a folder without it was cut off mid-save and is never resumed from.
-CHECKPOINT_STATE_FILE = "lift_state.json"
+FINISHED_STATES = ("completed", "stopped")
+
+_CONFIG = "config.json"
+_DATASET = "dataset.json"
+_STATUS = "status.json"
+_METRICS = "metrics.jsonl"
+_LOG = "log.txt"
+_SPLITS = "splits"
+_ADAPTER = "adapter"
+_CHECKPOINTS = "checkpoints"
+_CHECKPOINT_STATE = "lift_state.json"  # written last into a checkpoint: a folder without it was cut off mid-save
+_EVAL = "eval.json"
+_PREDICTIONS = "predictions.csv"
+_BASELINES = "baselines.csv"
+_LAUNCHER = "launcher.json"
+_SETTINGS = "settings.json"
+_STOP = "STOP"
+_LOCK = ".lock"
 
 
-def write_json_atomically(path: Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=2, default=_json_default)
-    write_atomically(path, lambda partial: partial.write_text(text))
+class RunStateError(LiftError):
+    """A state change the run's current state does not allow."""
 
 
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _stat_fields(stat: Path) -> list[str]:
-    """The fields of a /proc/PID/stat file after the process's name, which may itself hold spaces and brackets:
-    the state is [0], the parent's pid [1], the start time [19]."""
-    return stat.read_text().rsplit(")", 1)[1].split()
-
-
-def process_start(pid: int) -> int | None:
-    """When process `pid` began, in clock ticks since boot (field 22 of /proc/PID/stat); None where unknown."""
-    try:
-        return int(_stat_fields(Path(f"/proc/{pid}/stat"))[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes `pid` started, and theirs, from /proc (empty where there is none): torchrun starts each
-    training process in a session of its own, so a kill of the launching process's group misses them."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(_stat_fields(stat)[1])
-        except (OSError, IndexError, ValueError):
-            continue  # it ended meanwhile
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, waiting = [], [pid]
-    while waiting:
-        offspring = children.get(waiting.pop(), [])
-        found += offspring
-        waiting += offspring
-    return found
-
-
-def process_identity(pid: int) -> dict:
-    """What a run records of its process: the pid, and its start time to tell it from a later process that
-    reuses the pid (common after a container restart)."""
-    return {"pid": pid, "pid_start": process_start(pid)}
-
-
-def pid_alive(pid: int | None, started: int | None = None) -> bool:
-    """Whether process `pid` lives, and, given its recorded start time, is still the same process."""
-    if not pid:
-        return False
-    if started is not None and process_start(pid) not in (None, started):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); its state file says whether it is gone.
-    try:
-        return _stat_fields(Path(f"/proc/{pid}/stat"))[0] != "Z"
-    except OSError:
-        return True
+@dataclass
+class DatasetInfo:
+    task: str  # "classification" | "regression"
+    target: str
+    features: list[str]
+    classes: list[str] | None
+    n_dropped: int
+    n_train: int
+    n_val: int
+    n_test: int
+    # Regression falls back to this when every sample of a row is unparsable, as in the paper.
+    train_target_mean: float | None = None
 
 
 class Run:
@@ -124,67 +98,82 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
-    def file(self, name: str) -> Path:
-        return self.path / name
+    def exists(self) -> bool:
+        """Whether the folder holds a run (a launch records its settings a moment after the folder appears)."""
+        return (self.path / _CONFIG).exists()
+
+    # Reading
+
+    def config(self) -> "TrainConfig":
+        """The run's settings, as it trained (see TrainConfig.of_run for runs older than a setting)."""
+        from lift_core.config import TrainConfig
+
+        return TrainConfig.of_run(self.saved_config())
+
+    def saved_config(self) -> dict:
+        """config.json as it was written."""
+        return read_json(self.path / _CONFIG) or {}
+
+    def dataset_info(self) -> DatasetInfo | None:
+        """What the data turned out to be; None until the training process has read it."""
+        saved = read_json(self.path / _DATASET)
+        return DatasetInfo(**saved) if saved else None
 
     @property
     def adapter_dir(self) -> Path:
-        return self.path / "adapter"
+        """Where the adapter is read from."""
+        return self.path / _ADAPTER
+
+    def has_adapter(self) -> bool:
+        return self.adapter_dir.is_dir()
 
     @property
-    def splits_dir(self) -> Path:
-        return self.path / "splits"
-
-    def config(self) -> dict:
-        return read_json(self.file("config.json")) or {}
-
-    def dataset_info(self) -> dict:
-        return read_json(self.file("dataset.json")) or {}
+    def checkpoints_dir(self) -> Path:
+        """The folder the Trainer writes its checkpoints into (its output_dir)."""
+        return self.path / _CHECKPOINTS
 
     def split(self, name: str) -> "pd.DataFrame":
         """The train, val or test rows exactly as the run used them."""
-        return self._read_table(self.splits_dir / f"{name}.csv", [self.dataset_info().get("target")])
+        return self._read_table(self.path / _SPLITS / f"{name}.csv", [self.dataset_info().target])
 
     def predictions(self) -> "pd.DataFrame":
         """predictions.csv: the test rows with y_true, y_pred and probabilities or spread."""
-        return self._read_table(self.file("predictions.csv"), ["y_true", "y_pred"])
+        return self._read_table(self.path / _PREDICTIONS, ["y_true", "y_pred"])
 
     def _read_table(self, path: Path, label_columns: list[str]) -> "pd.DataFrame":
         import pandas as pd
 
         # Class labels are text everywhere; without this a CSV round trip would turn "007" into 7.
-        classification = self.dataset_info().get("task") == "classification"
+        classification = self.dataset_info().task == "classification"
         return pd.read_csv(path, dtype={column: str for column in label_columns} if classification else None)
 
     def eval_results(self) -> dict | None:
-        return read_json(self.file("eval.json"))
+        return read_json(self.path / _EVAL)
+
+    def baselines(self) -> "pd.DataFrame | None":
+        import pandas as pd
+
+        saved = self.path / _BASELINES
+        return pd.read_csv(saved) if saved.exists() else None
 
     def status(self) -> dict:
-        """The recorded status; a run whose process died without saying so reads as interrupted."""
-        status = read_json(self.file("status.json")) or {"state": "queued"}
-        if status.get("state") == "running" and not pid_alive(status.get("pid"), status.get("pid_start")):
-            # Written back, so the run stays interrupted even if its pid is reused later.
-            self.set_status("interrupted", error="The training process ended without recording a result.")
-            status = read_json(self.file("status.json"))
-        return status
+        """The recorded status, as it is on disk."""
+        return read_json(self.path / _STATUS) or {"state": "queued"}
 
-    def set_status(self, state: str, **fields) -> None:
-        assert state in STATES, state
-        previous = read_json(self.file("status.json")) or {}
-        write_json_atomically(self.file("status.json"),
-                              {**previous, **fields, "state": state, "updated": time.time()})
+    def launch_record(self) -> dict:
+        """What the launcher recorded of the process it started: pid, pid_start, launched (empty if none)."""
+        return read_json(self.path / _LAUNCHER) or {}
 
-    def append_metrics(self, row: dict) -> None:
-        # Non-finite floats would make the line invalid JSON for the browser.
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-        with open(self.file("metrics.jsonl"), "a") as handle:
-            handle.write(json.dumps(clean, default=_json_default) + "\n")
-            handle.flush()
+    def training_process(self) -> dict:
+        """The run's process (pid and start time): from its status, else, while the launched process has not
+        written one yet, from launcher.json."""
+        status = self.status()
+        return status if status.get("pid") else self.launch_record()
 
     def metrics(self) -> list[dict]:
         rows = []
         try:
-            lines = self.file("metrics.jsonl").read_text().splitlines()
+            lines = (self.path / _METRICS).read_text().splitlines()
         except OSError:
             return rows
         for line in lines:
@@ -196,7 +185,7 @@ class Run:
 
     def log_tail(self, n_lines: int = 30) -> str:
         try:
-            with open(self.file("log.txt"), "rb") as handle:
+            with open(self.path / _LOG, "rb") as handle:
                 handle.seek(0, os.SEEK_END)
                 handle.seek(max(0, handle.tell() - 64_000))
                 text = handle.read().decode("utf-8", errors="replace")
@@ -206,17 +195,16 @@ class Run:
         lines = [line.split("\r")[-1] for line in text.splitlines()]
         return "\n".join(lines[-n_lines:])
 
-    def drop_metrics_after(self, step: int) -> None:
-        """Forget the metrics logged after `step`: a resumed run logs those steps again."""
-        rows = [row for row in self.metrics() if (row.get("step") or 0) <= step]
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        write_atomically(self.file("metrics.jsonl"), lambda partial: partial.write_text(text))
-
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint folder, if any."""
-        complete = [folder for folder in (self.path / CHECKPOINTS_DIR).glob("checkpoint-*")
-                    if (folder / CHECKPOINT_STATE_FILE).exists()]
+        complete = [folder for folder in self.checkpoints_dir.glob("checkpoint-*")
+                    if (folder / _CHECKPOINT_STATE).exists()]
         return max(complete, key=lambda folder: int(folder.name.rsplit("-", 1)[1]), default=None)
+
+    @staticmethod
+    def checkpoint_state(checkpoint: Path | None) -> dict:
+        """What complete_checkpoint recorded in a checkpoint: its step, elapsed seconds and validator state."""
+        return read_json(checkpoint / _CHECKPOINT_STATE) if checkpoint else {}
 
     def resume_point(self) -> str:
         """Where `--resume` would pick the run up, in words."""
@@ -225,26 +213,29 @@ class Run:
         checkpoint = self.latest_checkpoint()
         if checkpoint is None:
             return "from step 0 (no checkpoint was saved)"
-        return f"from step {read_json(checkpoint / CHECKPOINT_STATE_FILE)['step']}"
+        return f"from step {self.checkpoint_state(checkpoint)['step']}"
 
     def resume_problem(self) -> str | None:
         """Why this run cannot be resumed, or None when it can."""
         state = self.status().get("state")
         if state not in RESUMABLE_STATES:
-            return (f"Run '{self.name}' is {state}: only an interrupted, failed or stopped run can be resumed.")
-        if not (self.splits_dir / "train.csv").exists() or not self.file("dataset.json").exists():
+            return f"Run '{self.name}' is {state}: only an interrupted, failed or stopped run can be resumed."
+        if not (self.path / _SPLITS / "train.csv").exists() or not (self.path / _DATASET).exists():
             return (f"Run '{self.name}' ended before it saved its data splits, so there is nothing to resume: "
                     "fix what its error says and start a new run.")
         return None
 
-    def request_stop(self) -> None:
-        self.file(STOP_FILE).touch()
-
     def stop_requested(self) -> bool:
-        return self.file(STOP_FILE).exists()
+        return (self.path / _STOP).exists()
+
+    def seconds_since_stop_request(self) -> float | None:
+        try:
+            return time.time() - (self.path / _STOP).stat().st_mtime
+        except OSError:
+            return None
 
     def summary(self) -> dict:
-        config, status, evaluation = self.config(), self.status(), self.eval_results() or {}
+        config, status, evaluation = self.saved_config(), self.status(), self.eval_results() or {}
         return {
             "run": self.name,
             "state": status.get("state"),
@@ -258,26 +249,168 @@ class Run:
 
     def zip_adapter(self) -> str:
         """The adapter as a zip in a fresh temporary folder, so two downloads never overwrite each other."""
-        if not self.adapter_dir.is_dir():
+        if not self.has_adapter():
             raise LiftError(f"Run '{self.name}' has no adapter: it ended before saving one.")
         base_name = f"{tempfile.mkdtemp(prefix='lift-adapter-')}/{self.name}-adapter"
         return shutil.make_archive(base_name, "zip", root_dir=self.adapter_dir)
+
+    # The state machine
+
+    def start(self, identity: dict, **fields) -> None:
+        """queued → running, by the training process (`identity`: processes.process_identity)."""
+        self._transition("running", **identity, started=time.time(), **fields)
+
+    def complete(self) -> None:
+        self._transition("completed", finished=time.time())
+
+    def mark_stopped(self, note: str | None = None) -> None:
+        self._transition("stopped", finished=time.time(), **({"note": note} if note else {}))
+
+    def fail(self, error: str, **fields) -> None:
+        self._transition("failed", error=error, finished=time.time(), **fields)
+
+    def resume(self, identity: dict) -> None:
+        """An interrupted, failed or stopped run is queued again for the process `identity`, which continues it.
+        The stop request and the old end are forgotten; the history keeps them."""
+        problem = self.resume_problem()
+        if problem:
+            raise RunStateError(problem)
+        (self.path / _STOP).unlink(missing_ok=True)  # else the resumed run would stop at its first step
+        self._transition("queued", **{"pid": None, "pid_start": None, **identity}, error=None, exit_code=None, finished=None, note=None,
+                         resumed=time.time())
+
+    def reconcile(self) -> dict:
+        """A running run whose process has died without saying so becomes interrupted; returns the status.
+
+        Called where a decision or a page depends on the state: the launcher and the web app."""
+        status = self.status()
+        if status.get("state") == "running" and not identity_alive(status):
+            with contextlib.suppress(RunStateError):  # another reader, or the process itself, got there first
+                self._transition("interrupted", error="The training process ended without recording a result.",
+                                 expect="running")
+            status = self.status()
+        return status
+
+    def record(self, **fields) -> None:
+        """Facts about the run that change no state: its hardware, best step, exit code."""
+        if "state" in fields:
+            raise RunStateError("A run's state changes only through its transitions (start, complete, ...).")
+        with self._locked():
+            self._write_status({**self._saved_status(), **fields})
+
+    def can_become(self, state: str) -> bool:
+        return state in TRANSITIONS[self._saved_status().get("state")]
+
+    def _transition(self, state: str, expect: str | None = None, **fields) -> None:
+        with self._locked():
+            current = self._saved_status()
+            was = current.get("state")
+            if state not in TRANSITIONS[was] or (expect is not None and was != expect):
+                raise RunStateError(f"Run '{self.name}' is {was or 'not started'}: it cannot become {state}.")
+            history = current.get("history", []) + [{"state": state, "time": time.time()}]
+            self._write_status({**current, **fields, "state": state, "history": history})
+
+    def _saved_status(self) -> dict:
+        return read_json(self.path / _STATUS) or {}
+
+    def _write_status(self, status: dict) -> None:
+        write_json_atomically(self.path / _STATUS, {**status, "updated": time.time()})
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Held while the status is read, changed and written back, by any thread of any process."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / _LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # Writing the run's files
+
+    def save_config(self, config: dict) -> None:
+        write_json_atomically(self.path / _CONFIG, config)
+
+    def save_dataset(self, info: DatasetInfo, splits) -> None:
+        """The splits as trained on, and what the data turned out to be."""
+        (self.path / _SPLITS).mkdir(exist_ok=True)
+        for name in ("train", "val", "test"):
+            getattr(splits, name).to_csv(self.path / _SPLITS / f"{name}.csv", index=False)
+        write_json_atomically(self.path / _DATASET, asdict(info))
+
+    def append_metrics(self, row: dict) -> None:
+        # Non-finite floats would make the line invalid JSON for the browser.
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        with open(self.path / _METRICS, "a") as handle:
+            handle.write(json.dumps(clean, default=json_default) + "\n")
+            handle.flush()
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget the metrics logged after `step`: a resumed run logs those steps again."""
+        rows = [row for row in self.metrics() if (row.get("step") or 0) <= step]
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        write_atomically(self.path / _METRICS, lambda partial: partial.write_text(text))
+
+    def complete_checkpoint(self, step: int, state: dict, save_extras) -> None:
+        """After the Trainer wrote checkpoint-`step`: `save_extras(folder)`, then the state file, written last to
+        mark it complete; only then are older checkpoints removed, so a kill mid-save leaves the previous one."""
+        folder = self.checkpoints_dir / f"checkpoint-{step}"
+        save_extras(folder)
+        write_json_atomically(folder / _CHECKPOINT_STATE, {"step": step, **state})
+        for older in self.checkpoints_dir.glob("checkpoint-*"):
+            if older != folder:
+                shutil.rmtree(older, ignore_errors=True)
+
+    def save_adapter(self, model) -> None:
+        # Written whole or not at all: a kill mid-save leaves no adapter folder rather than a truncated one.
+        write_atomically(self.adapter_dir, model.save_pretrained, replace_folder=True)
+
+    def save_evaluation(self, results: dict, predictions: "pd.DataFrame") -> None:
+        predictions.to_csv(self.path / _PREDICTIONS, index=False)
+        write_json_atomically(self.path / _EVAL, results)
+
+    def forget_evaluation(self) -> None:
+        """eval.json and predictions.csv describe an adapter that a resumed run replaces."""
+        for stale in (_EVAL, _PREDICTIONS):
+            (self.path / stale).unlink(missing_ok=True)
+
+    def save_baselines(self, table: "pd.DataFrame") -> None:
+        write_atomically(self.path / _BASELINES, lambda partial: table.to_csv(partial, index=False))
+
+    def request_stop(self) -> None:
+        (self.path / _STOP).touch()
+
+    def save_settings(self, config: dict) -> Path:
+        """The settings a launched training process reads (`train --config`); returns their file."""
+        write_json_atomically(self.path / _SETTINGS, config)
+        return self.path / _SETTINGS
+
+    def open_log(self, mode: str):
+        """log.txt, for the launched process's output: "w" for a new run, "a" for a resumed one."""
+        return open(self.path / _LOG, mode)
+
+    def record_launch(self, identity: dict) -> None:
+        write_json_atomically(self.path / _LAUNCHER, {**identity, "launched": time.time()})
 
     def delete(self) -> None:
         shutil.rmtree(self.path)
 
 
 def check_new_run_folder(path) -> None:
-    if Run(path).file("config.json").exists():
+    if Run(path).exists():
         raise LiftError(f"Run folder '{path}' already holds a run. Choose a new --out folder.")
+
+
+def new_run_folder(path) -> Run:
+    """An empty folder for a run that a launched process will record (refused if the folder exists)."""
+    Path(path).mkdir(parents=True)
+    return Run(path)
 
 
 def create_run(path, config: dict) -> Run:
     check_new_run_folder(path)
     run = Run(path)
     run.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(run.file("config.json"), config)
-    run.set_status("queued", created=time.time())
+    run.save_config(config)
+    run._transition("queued", created=time.time())
     return run
 
 
@@ -285,7 +418,7 @@ def list_runs(runs_dir) -> list[Run]:
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    runs = [Run(p) for p in root.iterdir() if (p / "config.json").exists()]
+    runs = [Run(path) for path in root.iterdir() if Run(path).exists()]
     return sorted(runs, key=lambda run: run.status().get("created", 0), reverse=True)
 
 
@@ -301,7 +434,7 @@ def find_run(runs_dir, name: str | None) -> Run:
 
 def trained_run_names(runs_dir) -> list[str]:
     """Names of the runs with a saved adapter, newest first: the ones there is a model to ask."""
-    return [run.name for run in list_runs(runs_dir) if run.adapter_dir.exists()]
+    return [run.name for run in list_runs(runs_dir) if run.has_adapter()]
 
 
 def finished_trained_run(runs_dir, name: str | None) -> Run:
@@ -309,10 +442,10 @@ def finished_trained_run(runs_dir, name: str | None) -> Run:
     if not name:
         raise LiftError("Choose a run first (train one in the Train tab, then press ↻ Refresh runs).")
     run = find_run(runs_dir, name)
-    state = run.status().get("state")
+    state = run.reconcile().get("state")
     if state in ACTIVE_STATES:
         raise LiftError(f"Run '{name}' is still {state}; evaluate it once it has finished.")
-    if not run.adapter_dir.exists():
+    if not run.has_adapter():
         raise LiftError(f"Run '{name}' has no trained adapter (it ended as '{state}'), so there is no model to "
                         "evaluate.")
     return run

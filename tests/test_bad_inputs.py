@@ -431,7 +431,8 @@ def fake_run(tmp_path_factory):
     it does before loading any model."""
     folder = tmp_path_factory.mktemp("fake") / "run"
     (folder / "adapter").mkdir(parents=True)
-    info = {"task": "classification", "target": "y", "features": ["x1", "x2"], "classes": ["p", "q"]}
+    info = {"task": "classification", "target": "y", "features": ["x1", "x2"], "classes": ["p", "q"], "n_dropped": 0,
+            "n_train": 8, "n_val": 0, "n_test": 0}
     (folder / "dataset.json").write_text(json.dumps(info))
     (folder / "config.json").write_text(json.dumps({"model": "tiny", "quant": "none"}))
     return folder

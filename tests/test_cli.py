@@ -10,7 +10,8 @@ from helpers import lift_cli, two_gaussians
 
 from lift_core import models
 from lift_core.baselines import CLASSIFIERS
-from lift_core.cli import build_parser, train_command, _train_config
+from lift_core.cli import build_parser, _train_config
+from lift_core.launcher import training_command
 from lift_core.config import TrainConfig
 from lift_core.runs import Run
 
@@ -75,15 +76,15 @@ def test_train_prints_metrics(trained):
     assert float(values["accuracy"]) == pytest.approx(run.eval_results()["accuracy"], abs=1e-3)
     assert run.status()["state"] == "completed"
     # Progress goes to stdout, one line per logging step, with the decision token's loss.
-    total = TrainConfig(epochs=3).planned_steps(run.dataset_info()["n_train"])
+    total = TrainConfig(epochs=3).planned_steps(run.dataset_info().n_train)
     assert re.search(rf"^step 1/{total} loss \d\S* decision loss \d", result.stdout, re.M)
 
 
 def test_train_records_absolute_paths(trained, separable_csv):
     run, _ = trained
     config = run.config()
-    assert config["data"] == str(separable_csv.resolve())
-    assert config["model"] == "tiny" and config["quant"] == "none" and config["lr"] == 5e-3
+    assert config.data == str(separable_csv.resolve())
+    assert config.model == "tiny" and config.quant == "none" and config.lr == 5e-3
 
 
 @pytest.mark.slow  # loads the model in a subprocess and predicts: over 10 s
@@ -211,7 +212,7 @@ def test_train_command_round_trips_a_config(tmp_path):
         logging_steps=2, eval_steps=3, save_steps=4, early_stopping_patience=2, eval_samples=7,
         eval_temperature=0.3, trust_remote_code=True,
     )
-    command = train_command(config, tmp_path / "run")
+    command = training_command(config, tmp_path / "run")
     assert command[1:4] == ["-m", "lift_core", "train"]
     args = build_parser().parse_args(command[3:])
     assert args.out == str(tmp_path / "run")
@@ -220,7 +221,7 @@ def test_train_command_round_trips_a_config(tmp_path):
 
 def test_train_command_of_the_defaults_is_short(tmp_path):
     config = TrainConfig(data=str(tmp_path / "d.csv"), target="y")
-    command = train_command(config, "out")
+    command = training_command(config, "out")
     assert command[3:] == ["train", "--data", str(tmp_path / "d.csv"), "--target", "y", "--out", "out"]
     assert _train_config(build_parser().parse_args(command[3:])) == config
 

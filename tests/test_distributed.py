@@ -18,8 +18,9 @@ from lift_core.cli import main
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.launcher import TrainingLauncher
-from lift_core.runs import LAUNCHER_FILE, Run, create_run, descendants, pid_alive, process_identity, read_json
-from tests.helpers import ONE_THREAD_ENV, TINY_FAST, lift_cli, two_gaussians, wait_for, write_table
+from lift_core.processes import descendants, pid_alive, process_identity
+from lift_core.runs import Run, create_run
+from tests.helpers import ONE_THREAD_ENV, TINY_FAST, lift_cli, put_in_state, two_gaussians, wait_for, write_table
 
 # The 1-process run takes 8 rows per step; each of the 2 processes takes 4, so both runs take the same steps.
 ONE_PROCESS = {**TINY_FAST, "batch_size": 8}
@@ -75,7 +76,7 @@ def test_bad_input_is_reported_once_before_any_process_starts(tmp_path, capsys):
 def test_a_multi_process_run_into_a_folder_that_holds_a_run_is_refused_before_any_process_starts(tmp_path, capsys):
     table = write_table(two_gaussians(40), tmp_path / "table.csv")
     earlier = create_run(tmp_path / "run", {"model": "tiny"})
-    earlier.set_status("completed")
+    put_in_state(earlier, "completed")
     code = main(["train", "--data", table, "--target", "y", "--model", "tiny", "--num-processes", "2",
                  "--out", str(earlier.path)])
     assert code == 2 and "already holds a run" in capsys.readouterr().err
@@ -85,11 +86,11 @@ def test_a_multi_process_run_into_a_folder_that_holds_a_run_is_refused_before_an
 def test_a_failure_is_recorded_only_in_a_run_no_other_live_process_owns(tmp_path):
     error = distributed.TrainingProcessFailed("Training process 1 of 2 failed: boom", 1)
     resumed = create_run(tmp_path / "resumed", {})
-    resumed.set_status("running", **process_identity(os.getppid()))  # a live process of its own: the resume's
+    resumed.start(process_identity(os.getppid()))  # a live process of its own: the resume's
     distributed._record_failure(resumed, error)
     assert resumed.status()["state"] == "running"
     ended = create_run(tmp_path / "ended", {})
-    ended.set_status("running", pid=2**22 + 1, pid_start=1)  # its training processes have exited
+    ended.start({"pid": 2**22 + 1, "pid_start": 1})  # its training processes have exited
     distributed._record_failure(ended, error)
     assert ended.status()["state"] == "failed" and ended.status()["error"] == str(error)
 
@@ -251,7 +252,7 @@ def test_sigterm_to_the_cli_stops_every_process_and_the_adapter_is_saved(table, 
                *settings_flags({**TWO_PROCESSES, "epochs": 40}), "--out", str(run.path)]
     process = subprocess.Popen(command, env={**os.environ, **ONE_THREAD_ENV}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: train_rows(run) if run.file("metrics.jsonl").exists() else [], timeout=120,
+    wait_for(lambda: train_rows(run) if (run.path / "metrics.jsonl").exists() else [], timeout=120,
              what="the first training steps")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
@@ -269,7 +270,7 @@ def test_the_app_launcher_trains_on_two_processes_stops_them_resumes_and_kills_t
     launcher = TrainingLauncher(tmp_path / "runs")
     config = TrainConfig(data=table, target="y", **{**TWO_PROCESSES, "epochs": 6})
     run = launcher.start(config)
-    wait_for(lambda: train_rows(run) if run.file("metrics.jsonl").exists() else [], timeout=120,
+    wait_for(lambda: train_rows(run) if (run.path / "metrics.jsonl").exists() else [], timeout=120,
              what="the first training steps")
 
     assert launcher.stop()[1] == "requested"  # the stop file: every process reads it, all stop at one step
@@ -287,12 +288,12 @@ def test_the_app_launcher_trains_on_two_processes_stops_them_resumes_and_kills_t
     # A forced stop kills the launching process and both training processes it started.
     wait_for(lambda: launcher.finishing(run), lambda finishing: not finishing, timeout=30, what="the exit")
     second = launcher.start(TrainConfig(data=table, target="y", **{**TWO_PROCESSES, "epochs": 40}))
-    wait_for(lambda: train_rows(second) if second.file("metrics.jsonl").exists() else [], timeout=120,
+    wait_for(lambda: train_rows(second) if (second.path / "metrics.jsonl").exists() else [], timeout=120,
              what="the second run's first steps")
-    launching_process = read_json(second.file(LAUNCHER_FILE))["pid"]
+    launching_process = second.launch_record()["pid"]
     training_processes = descendants(launching_process)
     assert len(training_processes) == 2
-    launcher_module._kill(second, second.status())
+    launcher_module._kill(second)
     status = wait_for(second.status, lambda status: status["state"] == "failed", timeout=30, what="the kill")
     assert status["error"] == "The training process was killed (signal 9, SIGKILL)."
     assert not any(pid_alive(pid) for pid in [launching_process, *training_processes])

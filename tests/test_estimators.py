@@ -122,8 +122,8 @@ def test_classifier_run_folder(int_classifier):
     assert run.status()["state"] == "completed"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     info = run.dataset_info()
-    assert info["n_test"] == 0 and info["n_train"] + info["n_val"] == 160
-    assert run.config()["model"] == "tiny"
+    assert info.n_test == 0 and info.n_train + info.n_val == 160
+    assert run.config().model == "tiny"
 
 
 def test_classifier_rows_one_by_one_match_a_batch(int_classifier):
@@ -185,7 +185,7 @@ def test_feature_columns_named_y_and_target(model_cache):
     X = X.assign(target=X["x1"] * 2).rename(columns={"x1": "y"})
     classifier = LiftClassifier(**{**TINY_FAST, "max_steps": 1}).fit(X, y)
     assert list(classifier.feature_names_in_) == ["y", "x2", "target"]
-    assert classifier.run_.dataset_info()["features"] == ["y", "x2", "target"]
+    assert classifier.run_.dataset_info().features == ["y", "x2", "target"]
     assert classifier.predict_proba(X.head(3)).shape == (3, 2)
 
 
@@ -254,8 +254,8 @@ def test_regressor_predict_with_std(regressor, monkeypatch):
 def test_regressor_run(regressor):
     model, test = regressor
     info = model.run_.dataset_info()
-    assert info["task"] == "regression" and info["n_test"] == 0
-    assert info["n_train"] + info["n_val"] == 80
+    assert info.task == "regression" and info.n_test == 0
+    assert info.n_train + info.n_val == 80
     assert model.get_params()["samples"] == 3
 
 

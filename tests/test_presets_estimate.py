@@ -15,6 +15,8 @@ from lift_core.presets import PRESET_FIELDS, PRESETS, apply_preset
 from lift_core.runs import create_run
 from lift_core.encoding import encode_examples
 
+from helpers import put_in_state
+
 
 # ---------- presets ----------
 
@@ -59,12 +61,12 @@ def finished_run(path, config: TrainConfig, tokens_per_s: float, hardware: str |
                  evaluation: dict | None = None):
     """A run folder as a finished training leaves it: config, status with hardware, metrics, maybe eval.json."""
     run = create_run(path, asdict(config))
-    run.set_status("completed", quantization="none", hardware=hardware or models.hardware_summary())
+    put_in_state(run, "completed", quantization="none", hardware=hardware or models.hardware_summary())
     run.append_metrics({"step": 1, "loss": 2.0, "tokens_per_s": tokens_per_s / 2})
     run.append_metrics({"step": 50, "loss": 1.0, "tokens_per_s": tokens_per_s})
     run.append_metrics({"step": 50, "train_runtime": 3.0})  # the last row need not carry a throughput
     if evaluation:
-        run.file("eval.json").write_text(json.dumps(evaluation))
+        (run.path / "eval.json").write_text(json.dumps(evaluation))
     return run
 
 
@@ -105,7 +107,7 @@ def test_on_two_processes_an_epoch_takes_half_the_steps_and_only_two_process_run
     assert one_process.name not in result.source  # a 1-process run says nothing of 2 processes' speed
 
     two = finished_run(runs_dir / "two", two_processes_config, tokens_per_s=100.0)
-    two.set_status("completed", processes=2)
+    two.record(processes=2)
     result = estimate_duration(two_processes_config, runs_dir)
     assert two.name in result.source
     # 100 tokens/s for both processes together, each taking a batch per step.

@@ -16,7 +16,7 @@ from lift_core import cli
 from lift_core import launcher as launcher_module
 from lift_core.config import DEFAULTS, PREVIOUS_DEFAULTS, SETTINGS
 from lift_core.presets import PRESET_FIELDS
-from lift_core.runs import ACTIVE_STATES, SETTINGS_FILE, Run
+from lift_core.runs import ACTIVE_STATES, Run
 
 SPEED_SETTINGS = tuple(PREVIOUS_DEFAULTS)
 # Each away from its default, so that a value reaching the run cannot be the default by chance.
@@ -83,11 +83,11 @@ def test_every_endpoint_that_describes_a_run_takes_the_setting(app_server, name)
 
 def test_start_hands_the_speed_settings_to_the_training(loaded, app_server, monkeypatch):
     # A stand-in for the training process: what matters is the settings file the launcher writes for it.
-    monkeypatch.setattr(launcher_module, "training_command", lambda settings, out: [sys.executable, "-c", "pass"])
+    monkeypatch.setattr(launcher_module, "training_command", lambda config, out, settings: [sys.executable, "-c", "pass"])
     message = loaded.predict(**TINY, **CHANGED, api_name="/start")
     name = re.fullmatch(r"Started run `(\S+)`\.", message).group(1)
     run = Run(app_server["runs_dir"] / name)
-    settings = json.loads(run.file(SETTINGS_FILE).read_text())
+    settings = json.loads((run.path / "settings.json").read_text())
     assert {setting: settings[setting] for setting in SPEED_SETTINGS} == CHANGED
     wait_for(lambda: run.status().get("state"), lambda state: state not in ACTIVE_STATES, timeout=30,
              what="the stand-in run to end")

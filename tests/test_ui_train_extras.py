@@ -13,9 +13,11 @@ from lift_core.config import SETTINGS
 from lift_core.errors import LiftError
 from lift_core.presets import PRESET_FIELDS
 from lift_core.runs import create_run
+
+from helpers import put_in_state
 from lift_ui.figures.training import loss_curve, overlay
 from lift_ui.tabs.evaluate_tab import evaluate
-from lift_ui.tabs.train_tab import GPU_SETTINGS, make_config, preset_values, state_message
+from lift_ui.tabs.train_tab import make_config, preset_values, state_message
 
 ROWS = [
     {"step": 1, "loss": 3.0, "decision_loss": 0.9},
@@ -126,7 +128,7 @@ def test_with_two_gpus_the_train_tab_offers_the_number_of_processes_and_starts_w
 @pytest.mark.parametrize("devices", [0, 1])
 def test_with_one_gpu_or_none_there_are_no_multi_gpu_controls(tmp_path, monkeypatch, devices):
     _, by_label = train_tab_blocks(tmp_path, devices, monkeypatch)
-    assert not any(SETTINGS[name].metadata["label"] in by_label for name in GPU_SETTINGS)
+    assert SETTINGS["num_processes"].metadata["label"] not in by_label
 
 
 def test_make_config_passes_the_gpu_settings_on():
@@ -138,23 +140,24 @@ def test_make_config_passes_the_gpu_settings_on():
 
 def test_a_completed_run_no_better_than_the_commonest_class_is_flagged(tmp_path):
     run = create_run(tmp_path / "run", {"model": "tiny"})
-    run.set_status("completed")
-    run.file("eval.json").write_text(json.dumps(GUESSING))
+    put_in_state(run, "completed")
+    (run.path / "eval.json").write_text(json.dumps(GUESSING))
     message = state_message(run, run.status(), has_metrics=True)
     assert "completed" in message and "\n\n⚠️ " in message and "most common class" in message
 
-    run.file("eval.json").write_text(json.dumps({**GUESSING, "accuracy": 0.9}))
+    (run.path / "eval.json").write_text(json.dumps({**GUESSING, "accuracy": 0.9}))
     assert "⚠️" not in state_message(run, run.status(), has_metrics=True)
 
 
 def test_the_evaluate_tab_shows_the_majority_warning(tmp_path):
     run = create_run(tmp_path / "run", {"model": "tiny"})
-    run.set_status("completed")
+    put_in_state(run, "completed")
     run.adapter_dir.mkdir()
-    run.file("dataset.json").write_text(json.dumps({"task": "classification", "target": "y", "classes": ["a", "b"]}))
-    run.file("eval.json").write_text(json.dumps(GUESSING))
+    (run.path / "dataset.json").write_text(json.dumps({"task": "classification", "target": "y", "classes": ["a", "b"], "features": ["x"],
+                                                        "n_dropped": 0, "n_train": 4, "n_val": 0, "n_test": 4}))
+    (run.path / "eval.json").write_text(json.dumps(GUESSING))
     pd.DataFrame({"x": [1, 2, 3, 4], "y_true": ["a", "a", "b", "b"], "y_pred": ["a"] * 4}).to_csv(
-        run.file("predictions.csv"), index=False)
+        (run.path / "predictions.csv"), index=False)
     *_, message = evaluate(SimpleNamespace(runs_dir=tmp_path), run.name)
     assert message.startswith(f"Test results of **{run.name}**")
     assert "\n\n⚠️ " in message and "most common class" in message

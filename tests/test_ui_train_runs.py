@@ -19,7 +19,9 @@ from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.launcher import TrainingLauncher
 from lift_core.presets import PRESET_FIELDS
-from lift_core.runs import Run, create_run, process_identity, process_start, read_json
+from lift_core.files import read_json
+from lift_core.processes import process_identity, process_start
+from lift_core.runs import Run, create_run
 from lift_ui.figures.training import loss_curve, overlay
 from lift_ui.tabs.train_tab import failure_message
 
@@ -60,13 +62,13 @@ def test_overlay_gives_each_run_its_own_colour():
 
 def test_failure_message_shows_exit_code_log_and_an_out_of_memory_hint(tmp_path):
     run = create_run(tmp_path / "run", {"model": "tiny"})
-    run.file("log.txt").write_text("loading\nRuntimeError: CUDA out of memory. Tried to allocate 2 GiB\n")
-    run.set_status("failed", error="RuntimeError: CUDA out of memory.", exit_code=1)
+    (run.path / "log.txt").write_text("loading\nRuntimeError: CUDA out of memory. Tried to allocate 2 GiB\n")
+    run.fail("RuntimeError: CUDA out of memory.", exit_code=1)
     message = failure_message(run, run.status())
     assert "exit code 1" in message and "Tried to allocate" in message and "smaller batch size" in message
 
-    run.file("log.txt").write_text("error: the target column 'z' does not exist\n")
-    run.set_status("failed", error="the target column 'z' does not exist", exit_code=2)
+    (run.path / "log.txt").write_text("error: the target column 'z' does not exist\n")
+    run.fail("the target column 'z' does not exist", exit_code=2)
     assert "batch size" not in failure_message(run, run.status())
 
 
@@ -76,7 +78,7 @@ def test_launcher_refuses_a_second_start_and_a_new_launcher_reattaches(tmp_path,
     table = write_table(pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10}), tmp_path / "table.csv")
     # A stand-in for the training process: the launcher only cares that it lives.
     monkeypatch.setattr(launcher_module, "training_command",
-                        lambda settings, out: [sys.executable, "-c", "import time; time.sleep(60)"])
+                        lambda config, out, settings: [sys.executable, "-c", "import time; time.sleep(60)"])
     launcher = TrainingLauncher(tmp_path / "runs")
     config = TrainConfig(data=table, target="y", model="tiny")
     run = launcher.start(config)
@@ -99,7 +101,7 @@ def test_launcher_refuses_a_second_start_and_a_new_launcher_reattaches(tmp_path,
              what="the killed run to be marked failed", interval=0.1)
     assert launcher.active_run() is None
     assert run.status()["error"].startswith("Stopped by force")
-    assert run.config()["model"] == "tiny"  # recorded by the launcher, so the failed run is listed
+    assert run.config().model == "tiny"  # recorded by the launcher, so the failed run is listed
 
 
 def test_launcher_hands_the_settings_over_as_a_file_so_odd_column_names_survive(tmp_path, monkeypatch):
@@ -117,15 +119,15 @@ def test_launcher_hands_the_settings_over_as_a_file_so_odd_column_names_survive(
     state = wait_for(lambda: run.status()["state"], lambda state: state not in ("queued", "running"), timeout=240,
                      what="the run to end", interval=0.5)
     assert state == "completed", run.log_tail(20)
-    assert run.config()["features"] == ["income, net", " spaced"] and run.config()["target"] == "-y"
-    assert run.config()["template_text"] == config.template_text
+    assert run.config().features == ["income, net", " spaced"] and run.config().target == "-y"
+    assert run.config().template_text == config.template_text
     assert "--config" in run.log_tail(200).splitlines()[0]
 
 
 def test_a_killed_training_process_is_reported_by_its_signal_with_the_log_beside_it(tmp_path, monkeypatch):
     table = write_table(pd.DataFrame({"x": range(20), "y": ["a", "b"] * 10}), tmp_path / "table.csv")
     dies = "import os, signal; print('loading the model', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
-    monkeypatch.setattr(launcher_module, "training_command", lambda settings, out: [sys.executable, "-c", dies])
+    monkeypatch.setattr(launcher_module, "training_command", lambda config, out, settings: [sys.executable, "-c", dies])
     run = TrainingLauncher(tmp_path / "runs").start(TrainConfig(data=table, target="y", model="tiny"))
     status = wait_for(run.status, lambda status: status["state"] == "failed", timeout=30, what="the run to fail")
     assert status["error"] == "The training process was killed (signal 9, SIGKILL)." and status["exit_code"] == -9
@@ -136,14 +138,15 @@ def test_a_killed_training_process_is_reported_by_its_signal_with_the_log_beside
 def test_a_run_whose_pid_now_belongs_to_another_process_is_interrupted_and_blocks_nothing(tmp_path):
     stale = create_run(tmp_path / "runs" / "stale", {"model": "tiny"})
     # This test's own pid, as if reused after a restart: alive, but started at another time than recorded.
-    stale.set_status("running", pid=os.getpid(), pid_start=process_start(os.getpid()) + 1)
-    assert stale.status()["state"] == "interrupted"
-    assert read_json(stale.file("status.json"))["state"] == "interrupted"  # written back to disk
+    stale.start({"pid": os.getpid(), "pid_start": process_start(os.getpid()) + 1})
+    assert stale.status()["state"] == "running"  # reading never writes
+    assert stale.reconcile()["state"] == "interrupted"
+    assert read_json(stale.path / "status.json")["state"] == "interrupted"  # written back to disk
     launcher = TrainingLauncher(tmp_path / "runs")
     assert launcher.active_run() is None and launcher.stop() is None  # not busy, and nothing to kill
     live = create_run(tmp_path / "runs" / "live", {"model": "tiny"})
-    live.set_status("running", **process_identity(os.getpid()))
-    assert live.status()["state"] == "running" and launcher.active_run().name == "live"
+    live.start(process_identity(os.getpid()))
+    assert live.reconcile()["state"] == "running" and launcher.active_run().name == "live"
 
 
 def test_launcher_reports_bad_data_or_template_before_making_a_run_folder(tmp_path):
@@ -302,7 +305,7 @@ def test_run_details_show_curve_config_and_metrics(client, completed_run, app_se
     assert "completed" in overview
     # The run's eval.json, whose accuracy is the share of right answers in its saved test predictions.
     run = Run(app_server["runs_dir"] / completed_run["name"])
-    predictions = pd.read_csv(run.file("predictions.csv"))
+    predictions = pd.read_csv((run.path / "predictions.csv"))
     assert evaluation == run.eval_results()
     assert evaluation["accuracy"] == pytest.approx((predictions["y_pred"] == predictions["y_true"]).mean())
     assert json.loads(config)["model"] == "tiny"
@@ -328,7 +331,7 @@ def test_download_adapter_is_a_zip_of_the_adapter(client, completed_run, failed_
 
 def test_delete_run_needs_confirmation(client, app_server):
     run = create_run(app_server["runs_dir"] / "to-delete", {"model": "tiny"})  # a run of this test's own
-    run.set_status("failed", error="made up for this test")
+    run.fail("made up for this test")
     open_runs_tab(client)
     message, *_ = client.predict(run.name, False, [], api_name="/delete_run")
     assert "confirm" in message and run.path.is_dir()

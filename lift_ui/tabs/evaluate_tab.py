@@ -30,8 +30,8 @@ def metrics_table(results: dict) -> pd.DataFrame:
 
 def errors_figure(run: Run, predictions: pd.DataFrame):
     info = run.dataset_info()
-    if info["task"] == "classification":
-        return confusion_figure(predictions["y_true"], predictions["y_pred"], info["classes"])
+    if info.task == "classification":
+        return confusion_figure(predictions["y_true"], predictions["y_pred"], info.classes)
     return parity_figure(predictions["y_true"], predictions["y_pred"], predictions.get("std"))
 
 
@@ -87,7 +87,7 @@ def build(ctx: AppContext) -> None:
             metrics = gr.Dataframe(label="Test metrics", headers=["metric", "value"], interactive=False, scale=1)
             errors = gr.Plot(label="Errors on the test split", scale=2)
         with gr.Accordion("Test predictions", open=False):
-            predictions = gr.Dataframe(label="predictions.csv", interactive=False, max_height=400)
+            predictions = gr.Dataframe(label="Test predictions", interactive=False, max_height=400)
             predictions_file = gr.File(label="Download predictions.csv", interactive=False)
         evaluating = gr.on([show.click, picker.change, tab.select], partial(evaluate, ctx), picker,
                            [metrics, errors, predictions, predictions_file, message], api_name="evaluate", **MODEL_JOB)

@@ -20,23 +20,23 @@ def grid_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
     """The predictions over the grid: a class map, a regression surface, or a 1-D regression line."""
     info, train = run.dataset_info(), run.split("train")
     if len(features) == 1:
-        return regression_band_figure(grid, features[0], train, info["target"], title)
-    if info["task"] == "classification":
-        return class_boundary_figure(grid, features, info["classes"], train, info["target"], title)
-    return value_map_figure(grid, features, "y_pred", train, info["target"], None, title,
-                            value_label=f"predicted {info['target']}")
+        return regression_band_figure(grid, features[0], train, info.target, title)
+    if info.task == "classification":
+        return class_boundary_figure(grid, features, info.classes, train, info.target, title)
+    return value_map_figure(grid, features, "y_pred", train, info.target, None, title,
+                            value_label=f"predicted {info.target}")
 
 
 def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str, sampled: bool):
     """How unsure the model is: the entropy of its class probabilities (or of sampled votes), the std of numbers."""
     info, train = run.dataset_info(), run.split("train")
     if len(features) == 1:
-        return regression_band_figure(grid, features[0], train, info["target"], title)
-    if info["task"] == "classification":
-        return value_map_figure(grid, features, "spread", train, info["target"], info["classes"], title,
+        return regression_band_figure(grid, features[0], train, info.target, title)
+    if info.task == "classification":
+        return value_map_figure(grid, features, "spread", train, info.target, info.classes, title,
                                 colorscale="Magma", value_range=(0, 1),
                                 value_label="vote entropy" if sampled else "entropy")
-    return value_map_figure(grid, features, "std", train, info["target"], None, title, colorscale="Magma",
+    return value_map_figure(grid, features, "std", train, info.target, None, title, colorscale="Magma",
                             value_label="std")
 
 
@@ -46,7 +46,7 @@ def run_defaults(ctx: AppContext, run_name: str | None):
         return gr.Dropdown(), gr.Slider(), ""
     try:
         run = finished_trained_run(ctx.runs_dir, run_name)
-        task = run.dataset_info()["task"]
+        task = run.dataset_info().task
         features = explorable_features(run)
     except LiftError as error:
         return gr.Dropdown(), gr.Slider(), error_message(error)

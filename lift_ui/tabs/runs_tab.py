@@ -26,19 +26,25 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
 
 
 def run_overview(run: Run) -> str:
-    status, config, info = run.status(), run.config(), run.dataset_info()
+    status, config, info = run.reconcile(), run.saved_config(), run.dataset_info()
     lines = [f"**{run.name}**: {status.get('state')} · model `{config.get('model')}` · "
              f"template `{config.get('template')}`"]
     if info:
-        lines.append(f"{info.get('task')} of `{info.get('target')}` from {', '.join(info.get('features', []))}: "
-                     f"{info.get('n_train')} train / {info.get('n_val')} validation / {info.get('n_test')} test rows")
+        lines.append(f"{info.task} of `{info.target}` from {', '.join(info.features)}: "
+                     f"{info.n_train} train / {info.n_val} validation / {info.n_test} test rows")
+    history = [entry["state"] for entry in status.get("history", [])]
+    if history.count("running") > 1:  # resumed: say how it got here, not only where it ended
+        lines.append(f"History: {' → '.join(history)}")
     if status.get("error"):
         lines.append(f"Error: {status['error']}")
     return "  \n".join(lines)
 
 
 def refresh(ctx: AppContext, selected_name, compared_names):
-    names = [run.name for run in list_runs(ctx.runs_dir)]
+    runs = list_runs(ctx.runs_dir)
+    for run in runs:
+        run.reconcile()  # a run whose process died is listed as interrupted, not running
+    names = [run.name for run in runs]
     kept = [name for name in compared_names or [] if name in names]
     current = selected_name if selected_name in names else next(iter(names), None)
     return (runs_table([Run(ctx.runs_dir / name) for name in names]),
@@ -50,7 +56,7 @@ def run_details(ctx: AppContext, name, log_y):
         run = find_run(ctx.runs_dir, name)
     except LiftError as error:
         return loss_curve([]), error_message(error) if name else "", None, ""
-    return loss_curve(run.metrics(), log_y), run_overview(run), run.eval_results(), json.dumps(run.config(), indent=2)
+    return loss_curve(run.metrics(), log_y), run_overview(run), run.eval_results(), json.dumps(run.saved_config(), indent=2)
 
 
 def overlay_runs(ctx: AppContext, names, log_y):
