@@ -13,6 +13,11 @@ DELETE_CACHE = (3600, 86400)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from lift_core.data import MAX_FILE_BYTES
+
+    # By default no upload larger than the largest table the engine reads (it would be refused); gradio's mb is 2**20.
+    upload_limit = f"{MAX_FILE_BYTES // 2**20}mb"
+
     parser = argparse.ArgumentParser(description="LIFT Studio web app")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
@@ -23,8 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="USER:PASS required to open the app; better in $LIFT_AUTH, which `ps` does not show")
     parser.add_argument("--models", default=os.environ.get("LIFT_MODELS"),
                         help="comma-separated models this server may load (for a public Space); default: any")
-    parser.add_argument("--max-file-size", default=os.environ.get("LIFT_MAX_FILE_SIZE", "100mb"),
-                        help="largest upload accepted, e.g. 100mb or 1gb (default: 100mb)")
+    parser.add_argument("--max-file-size", default=os.environ.get("LIFT_MAX_FILE_SIZE", upload_limit),
+                        help="largest upload accepted, e.g. 100mb or 1gb (default: %(default)s)")
     return parser.parse_args(argv)
 
 

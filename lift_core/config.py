@@ -121,8 +121,11 @@ class TrainConfig:
         problems = self._type_problems()
         if problems:  # the value checks below would fail on a value of the wrong type
             raise LiftError("Invalid training settings: " + "; ".join(problems) + ".")
-        if self.batch_size < 1:
-            problems.append("batch size must be at least 1")
+        at_least_one = {"batch_size": "batch size", "evaluations": "evaluations per run",
+                        "eval_samples": "eval_samples", "lora_r": "LoRA rank",
+                        "max_example_tokens": "the longest example (in tokens)",
+                        "num_processes": "the number of training processes"}
+        problems += [f"{label} must be at least 1" for name, label in at_least_one.items() if getattr(self, name) < 1]
         if not 0 < self.lr < 1:
             problems.append("learning rate must be between 0 and 1")
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -134,18 +137,8 @@ class TrainConfig:
             problems.append(f"epochs must be at most {MAX_EPOCHS:,}")
         if self.lora_alpha <= 0:
             problems.append("LoRA alpha must be positive")
-        if self.evaluations < 1:
-            problems.append("evaluations per run must be at least 1")
-        if self.eval_samples < 1:
-            problems.append("eval_samples must be at least 1")
         if not 0 <= self.warmup < 1:
             problems.append("warm-up must be a share of the steps in [0, 1)")
-        if self.lora_r < 1:
-            problems.append("LoRA rank must be at least 1")
-        if self.max_example_tokens < 1:
-            problems.append("the longest example must be at least 1 token")
-        if self.num_processes < 1:
-            problems.append("the number of training processes must be at least 1")
         if not 0 <= self.lora_dropout < 1:
             problems.append("LoRA dropout must be in [0, 1)")
         if problems:

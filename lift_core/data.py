@@ -55,6 +55,15 @@ _FIX_HINTS = {
 
 def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
     """Read a table file by its suffix; every problem with the file becomes one LiftError."""
+    path = _table_file(path, max_bytes)
+    df, header = _parse_table(path)
+    _check_columns(path, df, header)
+    df.columns = [str(column) for column in df.columns]
+    return _nested_as_json(df)
+
+
+def _table_file(path, max_bytes: int) -> Path:
+    """The path, once it names a file of a supported type, not too large and holding what its suffix says."""
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise LiftError(f"No table file given ({path!r}). Give the path of a table file "
                         f"({', '.join(SUPPORTED_SUFFIXES)}).")
@@ -75,17 +84,25 @@ def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
             f"'{path.name}' is {_size_text(size)}, over the {_size_text(max_bytes)} limit. "
             "Use a smaller file, for example a sample of the rows."
         )
-    empty_message = f"The file '{path.name}' is empty: upload a table with a header row and at least one data row."
     if size == 0:
-        raise LiftError(empty_message)
+        raise _empty_file(path)
     if suffix in _TEXT_SUFFIXES:
         _check_text_bytes(path, suffix)
+    return path
 
+
+def _empty_file(path: Path) -> LiftError:
+    return LiftError(f"The file '{path.name}' is empty: upload a table with a header row and at least one data row.")
+
+
+def _parse_table(path: Path) -> tuple[pd.DataFrame, list]:
+    """The table and its column names as written; a parser's failure becomes a LiftError that says what to fix."""
+    suffix = path.suffix.lower()
     try:
         df = _read_frame(path, suffix)
         header = _header_row(path, suffix) if suffix in _HEADER_ROW_SUFFIXES and df.shape[1] else list(df.columns)
     except pd.errors.EmptyDataError as error:
-        raise LiftError(empty_message) from error
+        raise _empty_file(path) from error
     except UnicodeDecodeError as error:
         raise LiftError(
             f"'{path.name}' is not UTF-8 text ({error.reason} at byte {error.start}). "
@@ -96,9 +113,14 @@ def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
         raise LiftError(
             f"'{path.name}' could not be read as {_FORMAT_NAMES[suffix]} table ({reason}). {_FIX_HINTS[suffix]}"
         ) from error
+    return df, header
 
+
+def _check_columns(path: Path, df: pd.DataFrame, header: list) -> None:
+    """Refuses a parsed table without columns or rows, or whose column names cannot be right."""
+    suffix = path.suffix.lower()
     if df.shape[1] == 0:
-        raise LiftError(empty_message)
+        raise _empty_file(path)
     if suffix in _SEPARATORS and df.shape[1] == 1:
         _check_separator(path, suffix, df)
     if suffix == ".jsonl" and not all(isinstance(column, str) for column in df.columns):
@@ -119,8 +141,6 @@ def load_table(path, *, max_bytes=MAX_FILE_BYTES) -> pd.DataFrame:
         )
     if len(df) == 0:
         raise LiftError(f"'{path.name}' has a header but no data rows: add at least one row of data.")
-    df.columns = [str(column) for column in df.columns]
-    return _nested_as_json(df)
 
 
 def _read_frame(path: Path, suffix: str) -> pd.DataFrame:
@@ -240,28 +260,7 @@ class Dataset:
 
 def prepare_dataset(df, target, *, features=None, task=None, max_classes=MAX_CLASSES) -> Dataset:
     """Validate the choice of target and features and turn the target into labels or floats."""
-    columns = list(df.columns)
-    if target not in columns:
-        raise LiftError(_not_a_column(target, columns))
-    if features is None:
-        features = [column for column in columns if column != target]
-    else:
-        features = list(features)
-        for feature in features:
-            if feature not in columns:
-                raise LiftError(_not_a_column(feature, columns))
-        if target in features:
-            raise LiftError(
-                f"The target '{target}' is also listed as a feature, which would give the answer away. "
-                "Remove it from the features."
-            )
-        if len(set(features)) != len(features):
-            repeated = next(feature for feature in features if features.count(feature) > 1)
-            raise LiftError(f"The feature '{repeated}' is listed more than once. List each feature once.")
-    if not features:
-        raise LiftError(
-            f"There are no feature columns: the table needs at least one column besides the target '{target}'."
-        )
+    features = _chosen_features(list(df.columns), target, features)
     if task is not None and task not in TASKS:
         raise LiftError(f"Unknown task '{task}'. Use one of: {', '.join(TASKS)}.")
 
@@ -288,25 +287,58 @@ def prepare_dataset(df, target, *, features=None, task=None, max_classes=MAX_CLA
             )
     else:
         frame[target] = frame[target].map(label_text).astype(str)
-        classes = sorted(frame[target].unique(), key=_class_order)
-        if len(classes) == 1:
-            raise LiftError(
-                f"The target '{target}' has only one class ('{classes[0]}'), so there is nothing to predict. "
-                "Pick another target."
-            )
-        unreadable = next((label for label in classes if ANSWER_END in label or label.endswith("@")), None)
-        if unreadable is not None:
-            raise LiftError(
-                f"The target '{target}' has the class {unreadable!r}, which contains {ANSWER_END!r} or ends in '@': "
-                f"the model ends each answer with {ANSWER_END!r}, so that class could not be read back. "
-                "Rename that class."
-            )
-        if len(classes) > max_classes:
-            raise LiftError(
-                f"The target '{target}' has {len(classes)} classes, more than the limit of {max_classes}. "
-                "If it is a number to predict, use --task regression; otherwise pick another target."
-            )
+        classes = _class_labels(frame[target], target, max_classes)
     return Dataset(frame, target, features, task, classes, int(missing.sum()))
+
+
+def _chosen_features(columns: list, target, features) -> list:
+    """The feature columns, every column but the target when none are named; refused if they cannot be used."""
+    if target not in columns:
+        raise LiftError(_not_a_column(target, columns))
+    if features is None:
+        features = [column for column in columns if column != target]
+    else:
+        features = list(features)
+        for feature in features:
+            if feature not in columns:
+                raise LiftError(_not_a_column(feature, columns))
+        if target in features:
+            raise LiftError(
+                f"The target '{target}' is also listed as a feature, which would give the answer away. "
+                "Remove it from the features."
+            )
+        if len(set(features)) != len(features):
+            repeated = next(feature for feature in features if features.count(feature) > 1)
+            raise LiftError(f"The feature '{repeated}' is listed more than once. List each feature once.")
+    if not features:
+        raise LiftError(
+            f"There are no feature columns: the table needs at least one column besides the target '{target}'."
+        )
+    return features
+
+
+def _class_labels(labels: pd.Series, target, max_classes: int) -> list[str]:
+    """The sorted classes of the target's labels; refused when there is nothing to learn or the model could not
+    write one of them back."""
+    classes = sorted(labels.unique(), key=_class_order)
+    if len(classes) == 1:
+        raise LiftError(
+            f"The target '{target}' has only one class ('{classes[0]}'), so there is nothing to predict. "
+            "Pick another target."
+        )
+    unreadable = next((label for label in classes if ANSWER_END in label or label.endswith("@")), None)
+    if unreadable is not None:
+        raise LiftError(
+            f"The target '{target}' has the class {unreadable!r}, which contains {ANSWER_END!r} or ends in '@': "
+            f"the model ends each answer with {ANSWER_END!r}, so that class could not be read back. "
+            "Rename that class."
+        )
+    if len(classes) > max_classes:
+        raise LiftError(
+            f"The target '{target}' has {len(classes)} classes, more than the limit of {max_classes}. "
+            "If it is a number to predict, use --task regression; otherwise pick another target."
+        )
+    return classes
 
 
 def _not_a_column(name, columns) -> str:

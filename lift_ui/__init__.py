@@ -43,13 +43,13 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
         if notice:
             gr.Markdown(f"⚠️ **{notice}**")
         context.data_path = gr.State(None)
-        # Each preset with its size, download and licence; a public server's own list by name only.
+        # The model list, each model with its size, download and licence; a public server's own list by name only.
         choices = list(allowed_models) if allowed_models else [
-            (f"{name} ({preset.description(name)})", name) for name, preset in models.PRESET_MODELS.items()]
+            (f"{name} ({listed.description(name)})", name) for name, listed in models.LISTED_MODELS.items()]
         context.model = gr.Dropdown(
             choices=choices, value=default_model,
             allow_custom_value=not allowed_models,
-            label="Model (preset, hub id or local folder)", render=False,
+            label="Model (from the list, a hub id or a local folder)", render=False,
         )
         for tab in (data_tab, prompt_tab, train_tab, evaluate_tab, explore_tab, runs_tab):
             tab.build(context)

@@ -58,7 +58,7 @@ def test_a_server_with_an_allow_list_offers_and_loads_only_those_models(tmp_path
     assert app.parse_args(["--models", "tiny, smollm2-135m"]).models == "tiny, smollm2-135m"
     page = build_app(tmp_path / "runs", default_model="smollm2-135m", default_quant="none", allowed_models=["tiny"])
     dropdown = next(block for block in page.blocks.values()
-                    if getattr(block, "label", "") == "Model (preset, hub id or local folder)")
+                    if getattr(block, "label", "") == "Model (from the list, a hub id or a local folder)")
     assert [choice[0] for choice in dropdown.choices] == ["tiny"] and dropdown.value == "tiny"
     assert not dropdown.allow_custom_value
     # The page's list is only a convenience: the launcher refuses any other model, whatever the request says.

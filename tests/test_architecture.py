@@ -1,5 +1,6 @@
 """The shape of the code: settings declared once and followed everywhere, no import cycles, a torch-free
-`import lift_core`, and the run decisions the tabs used to make by hand now in the engine."""
+`import lift_core`, tabs that import no other tab nor the CLI, short functions, and the run decisions the tabs
+used to make by hand now in the engine."""
 
 import ast
 import inspect
@@ -9,16 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, put_in_state
 
 from lift_core import cli
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig, split_list
 from lift_core.errors import LiftError
 from lift_core.estimators import PREDICT_SETTINGS, TRAIN_SETTINGS, LiftClassifier, LiftRegressor
+from lift_core.launcher import training_command
 from lift_core.predict import predict_table
 from lift_core.runs import create_run, find_run, finished_trained_run, trained_run_names
 
 PACKAGE = Path(REPO_ROOT) / "lift_core"
+UI_PACKAGE = Path(REPO_ROOT) / "lift_ui"
+MAX_FUNCTION_LINES = 60
 
 
 # ---------- one settings model ----------
@@ -51,7 +55,7 @@ def test_train_command_round_trips_every_changed_setting_through_the_parser():
     changed = TrainConfig(data="/t.csv", target="y", features=["a", "b"], task="regression", decimals=3,
                           quant="none", lora_r=4, epochs=2.5, max_steps=7, lr=0.01, warmup=0.1, seed=3,
                           early_stopping_patience=2, eval_temperature=0.3, trust_remote_code=True)
-    command = cli.train_command(changed, "/runs/x")
+    command = training_command(changed, "/runs/x")
     parsed = cli._train_config(cli.build_parser().parse_args(command[3:]))
     assert parsed == changed
 
@@ -67,7 +71,6 @@ def test_the_estimators_take_their_parameters_and_defaults_from_train_config():
 
 def test_the_train_and_prompt_tabs_show_each_labelled_setting_with_its_default_and_help(tmp_path):
     from lift_ui import build_app
-    from lift_ui.tabs.train_tab import GPU_SETTINGS
 
     app = build_app(tmp_path / "runs", default_model="tiny", default_quant="none")
     by_label = {}
@@ -80,7 +83,7 @@ def test_the_train_and_prompt_tabs_show_each_labelled_setting_with_its_default_a
         if name in ("template", "template_text"):  # a radio of template kinds, and free text shown on demand
             assert by_label.get(label), name
             continue
-        if name in GPU_SETTINGS:  # only with several GPUs, defaulting to all of them (tests/test_ui_train_extras.py)
+        if name == "num_processes":  # only with several GPUs, defaulting to all of them (test_ui_train_extras.py)
             continue
         # Another tab may use the same label (the Data tab's seed of a synthetic set): the help tells them apart.
         control = next((block for block in by_label.get(label, []) if help_text in (block.info or "")), None)
@@ -154,13 +157,64 @@ def test_the_synth_command_loads_no_torch(tmp_path):
     assert len(pd.read_csv(out)) == 20
 
 
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports (the code imports absolutely), at its top or inside a function; `from package
+    import name` counts as importing package.name too, which is how the app imports its tab modules."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return imported
+
+
+def ui_modules() -> dict[str, set[str]]:
+    return {module_name(path): imported_modules(path) for path in sorted(UI_PACKAGE.rglob("*.py"))}
+
+
+def test_no_ui_module_imports_a_tab_module():
+    """What two tabs share lives in a shared module (lift_ui/common.py, tables.py...); only the app, in
+    lift_ui/__init__.py, assembles the tabs."""
+    tabs = {module_name(path) for path in (UI_PACKAGE / "tabs").glob("*_tab.py")}
+    modules = ui_modules()
+    assert tabs and modules["lift_ui"] >= tabs  # the check sees the imports that are there
+    importing = {name: sorted(imported & tabs) for name, imported in modules.items()
+                 if name != "lift_ui" and imported & tabs}
+    assert not importing
+
+
+def test_the_ui_imports_nothing_from_the_cli():
+    """The CLI is a front end like the web app: the UI takes what it needs from the engine's own modules."""
+    importing = [name for name, imported in ui_modules().items() if "lift_core.cli" in imported]
+    assert not importing
+
+
+# ---------- short functions ----------
+
+def test_no_function_in_the_engine_or_the_ui_is_longer_than_60_lines():
+    too_long = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *UI_PACKAGE.rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name}: {lines} lines")
+    assert not too_long
+
+
 # ---------- run decisions in the engine ----------
 
 def test_runs_are_found_only_by_a_listed_name(tmp_path):
     runs_dir = tmp_path / "runs"
-    create_run(runs_dir / "done", {"model": "tiny"}).set_status("completed")
+    put_in_state(create_run(runs_dir / "done", {"model": "tiny"}), "completed")
     (runs_dir / "done" / "adapter").mkdir()
-    create_run(runs_dir / "no-adapter", {"model": "tiny"}).set_status("failed")
+    put_in_state(create_run(runs_dir / "no-adapter", {"model": "tiny"}), "failed")
     assert find_run(runs_dir, "done").name == "done"
     assert trained_run_names(runs_dir) == ["done"]
     assert finished_trained_run(runs_dir, "done").name == "done"
@@ -178,4 +232,4 @@ def test_predicting_a_table_keeps_its_columns_and_replaces_old_predictions(tiny_
     assert predicted.columns.tolist().count("y_pred") == 1 and "stale" not in predicted["y_pred"].tolist()
     assert (predicted["note"] == "kept").all()
     with pytest.raises(LiftError, match="lacks the feature column"):
-        predict_table(run, table.drop(columns=[run.dataset_info()["features"][0]]))
+        predict_table(run, table.drop(columns=[run.dataset_info().features[0]]))

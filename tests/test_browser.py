@@ -146,8 +146,8 @@ def set_number(container, label: str, value) -> None:
 def start_training(page, max_steps: int) -> str:
     """Fill the Train tab for the tiny model to train exactly max_steps steps, press Start; returns the run's name."""
     train = open_tab(page, "Train")
-    # The list shows each preset with its parameter count.
-    expect(train.get_by_label("Model (preset, hub id or local folder)")).to_have_value(
+    # The model list shows each model with its parameter count.
+    expect(train.get_by_label("Model (from the list, a hub id or a local folder)")).to_have_value(
         re.compile(r"^tiny \(0\.126M parameters; "))
     train.get_by_role("radio", name="none").check()
     set_number(train, "Epochs", 0)  # no epoch cap: the run trains max_steps

@@ -1,4 +1,4 @@
-"""The model presets (lift_core/models.py) and the training-memory estimate (lift_core/memory.py): architectures
+"""The model list (lift_core/models.py) and the training-memory estimate (lift_core/memory.py): architectures
 against published parameter counts and the models transformers builds, each part of the estimate and how it scales,
 what autograd really keeps, the Train tab's memory line, hub models without network, and (slow) the estimate
 against the measured peak of real trainings."""
@@ -20,7 +20,7 @@ from lift_core.memory import ExampleShape, MemoryEstimate, estimate_memory
 from lift_core.runs import Run
 from lift_ui.tabs.train_tab import state_message
 
-SMOLLM2 = models.PRESET_MODELS["smollm2-135m"].architecture
+SMOLLM2 = models.LISTED_MODELS["smollm2-135m"].architecture
 HUB_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 GIB = 2**30
 
@@ -32,16 +32,16 @@ def estimate(architecture=SMOLLM2, shape=ExampleShape(classes=1), quantization="
                            element_bytes=element_bytes)
 
 
-# ---------- presets ----------
+# ---------- the model list ----------
 
-@pytest.mark.parametrize("name", list(models.PRESET_MODELS))
-def test_each_preset_architecture_gives_its_published_parameter_count(name):
-    preset = models.PRESET_MODELS[name]
-    assert preset.architecture.parameters == pytest.approx(preset.parameters, rel=0.02)
+@pytest.mark.parametrize("name", list(models.LISTED_MODELS))
+def test_each_listed_architecture_gives_its_published_parameter_count(name):
+    listed = models.LISTED_MODELS[name]
+    assert listed.architecture.parameters == pytest.approx(listed.parameters, rel=0.02)
 
 
 def transformers_config(name: str, architecture: models.Architecture):
-    """The transformers config of a preset's architecture, as its config.json on the hub has it."""
+    """The transformers config of a listed model's architecture, as its config.json on the hub has it."""
     from transformers import GPTJConfig, LlamaConfig, Qwen2Config
 
     if not architecture.gated_mlp:  # GPT-J: n_inner unset means 4 x n_embd
@@ -56,11 +56,11 @@ def transformers_config(name: str, architecture: models.Architecture):
                 max_position_embeddings=architecture.context_length)
 
 
-@pytest.mark.parametrize("name", [name for name in models.PRESET_MODELS if name != "tiny"])
-def test_preset_architectures_count_what_transformers_builds_and_read_back_from_its_config(name):
+@pytest.mark.parametrize("name", [name for name in models.LISTED_MODELS if name != "tiny"])
+def test_listed_architectures_count_what_transformers_builds_and_read_back_from_its_config(name):
     from transformers import AutoModelForCausalLM
 
-    architecture = models.PRESET_MODELS[name].architecture
+    architecture = models.LISTED_MODELS[name].architecture
     config = transformers_config(name, architecture)
     assert models.Architecture.from_config(config) == architecture
     with torch.device("meta"):  # the module tree without memory
@@ -71,7 +71,7 @@ def test_preset_architectures_count_what_transformers_builds_and_read_back_from_
 
 def test_tiny_reads_its_architecture_from_its_config_and_lora_counts_what_peft_trains():
     architecture, source = models.model_architecture("tiny")
-    assert source == "its config" and architecture == models.PRESET_MODELS["tiny"].architecture
+    assert source == "its config" and architecture == models.LISTED_MODELS["tiny"].architecture
     loaded = models.load_model("tiny", "none")
     assert sum(parameter.numel() for parameter in loaded.model.parameters()) == architecture.parameters
     for targets in ("all-linear", "q_proj,v_proj"):
@@ -81,12 +81,12 @@ def test_tiny_reads_its_architecture_from_its_config_and_lora_counts_what_peft_t
         assert memory.lora_parameters(architecture, config) == trained, targets
 
 
-def test_a_hub_preset_offline_comes_from_the_preset_table_and_an_unknown_model_gets_no_estimate():
-    assert models.model_architecture(HUB_MODEL) == (models.PRESET_MODELS[HUB_MODEL].architecture, "the preset table")
+def test_a_listed_hub_model_offline_comes_from_the_model_list_and_an_unknown_model_gets_no_estimate():
+    assert models.model_architecture(HUB_MODEL) == (models.LISTED_MODELS[HUB_MODEL].architecture, "the model list")
     assert models.model_architecture("nobody-lift-test/no-such-model") is None
     assert "No memory estimate" in memory.memory_summary(TrainConfig(model="nobody-lift-test/no-such-model"))
     summary = memory.memory_summary(TrainConfig(model=HUB_MODEL))
-    assert "Training memory ≈" in summary and "preset table" in summary
+    assert "Training memory ≈" in summary and "model list" in summary
 
 
 # ---------- what autograd keeps ----------
@@ -208,7 +208,7 @@ def test_on_a_multi_gpu_machine_the_estimate_is_per_gpu_against_the_least_free_o
     monkeypatch.setattr(memory, "_free_gpu_memory", lambda period: ([70 * GIB, 50 * GIB, GIB], "NVIDIA H100 80GB HBM3"))
     found = memory.training_memory(TrainConfig(model="tiny", num_processes=2))
     assert found.available == 50 * GIB and found.where == "free on NVIDIA H100 80GB HBM3"
-    tiny = models.PRESET_MODELS["tiny"].architecture
+    tiny = models.LISTED_MODELS["tiny"].architecture
     assert found.weights == estimate(tiny, quantization="4bit", on_gpu=True, element_bytes=2).weights  # auto: 4-bit
     assert " per GPU " in found.summary() and found.fits
 
@@ -259,7 +259,7 @@ def test_the_memory_line_through_the_web_api(client, monkeypatch):
     monkeypatch.setattr(memory, "_memory_available", lambda: 2**20)  # the server runs in this process
     monkeypatch.setattr(models, "has_cuda", lambda: False)
     line = client.predict(target=None, model=HUB_MODEL, quant="none", batch_size=4, api_name="/memory")
-    assert line.startswith("⚠️ Training memory") and "will not fit" in line and "preset table" in line
+    assert line.startswith("⚠️ Training memory") and "will not fit" in line and "model list" in line
 
 
 # ---------- hub models without network ----------

@@ -9,6 +9,7 @@ import torch
 from helpers import assert_resolved_again_unchanged
 
 from lift_core import models
+from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,13 +59,11 @@ def test_tiny_build_is_reproducible(tiny_path, tmp_path, monkeypatch):
     assert json.loads((rebuilt / "tokenizer.json").read_text())["model"]["vocab"] == vocab
 
 
-def test_tiny_is_labelled_not_pretrained():
-    assert models.is_pretrained("tiny") is False
-    assert models.is_pretrained("smollm2-135m") is True
-    assert models.is_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct") is True
+def test_tiny_is_labelled_not_pretrained_in_the_model_list():
     assert "NOT pretrained" in models.ALIASES["tiny"]
     assert "NOT pretrained" not in models.ALIASES["smollm2-135m"]
-    assert {"tiny", "smollm2-135m"} <= set(models.PRESET_MODELS)
+    assert list(models.LISTED_MODELS)[:2] == ["smollm2-135m", "tiny"]
+    assert "NOT pretrained" in models.LISTED_MODELS["tiny"].description("tiny")
 
 
 def test_tiny_tokenizer_splits_every_digit(tiny_tokenizer):
@@ -153,7 +152,7 @@ def test_all_linear_lora_targets_every_linear_layer_but_the_head():
     linear = _linear_names(loaded.model)
     expected = {name for name in linear if not name.endswith("lm_head")}
     assert len(expected) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
-    peft_model = models.add_lora(loaded, models.LoraSettings(r=4, alpha=8, dropout=0.0))
+    peft_model = models.add_lora(loaded, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0).lora_settings())
     wrapped = {name.removeprefix("base_model.model.") for name, module in peft_model.named_modules()
                if hasattr(module, "lora_A")}
     assert wrapped == expected
@@ -168,7 +167,7 @@ def test_all_linear_lora_targets_every_linear_layer_but_the_head():
 
 def test_lora_with_named_targets():
     loaded = models.load_model("tiny", "none")
-    peft_model = models.add_lora(loaded, models.LoraSettings(target_modules=["q_proj", "v_proj"]))
+    peft_model = models.add_lora(loaded, TrainConfig(lora_targets="q_proj,v_proj").lora_settings())
     wrapped = {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules() if hasattr(module, "lora_A")}
     assert wrapped == {"q_proj", "v_proj"}
 
@@ -176,13 +175,13 @@ def test_lora_with_named_targets():
 def test_lora_with_unknown_targets_is_a_lift_error():
     loaded = models.load_model("tiny", "none")
     with pytest.raises(LiftError, match="target modules"):
-        models.add_lora(loaded, models.LoraSettings(target_modules=["no_such_proj"]))
+        models.add_lora(loaded, TrainConfig(lora_targets="no_such_proj").lora_settings())
 
 
 def test_lora_on_a_4bit_model():
     loaded = models.load_model("tiny", "4bit")
     assert loaded.quantization == "4bit"
-    peft_model = models.add_lora(loaded, models.LoraSettings())
+    peft_model = models.add_lora(loaded, TrainConfig().lora_settings())
     wrapped = {name for name, module in peft_model.named_modules() if hasattr(module, "lora_A")}
     assert len(wrapped) == 14
     assert all(not name.endswith("lm_head") for name in wrapped)

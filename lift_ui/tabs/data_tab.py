@@ -14,6 +14,7 @@ from lift_core.files import write_atomically
 from lift_ui.common import error_message
 from lift_ui.context import AppContext
 from lift_ui.figures.data import scatter
+from lift_ui.tables import read_table, selected_dataset
 
 PREVIEW_ROWS = 20
 MAX_PLOTTED_ROWS = 5000  # more points only slow the browser down without showing more
@@ -21,35 +22,6 @@ TASK_CHOICES = ("auto",) + data.TASKS
 SYNTHETIC_KINDS = synthetic.CLASSIFICATION_KINDS + synthetic.REGRESSION_KINDS
 _TARGET_NAMES = ("y", "target", "label", "class")  # column names that usually hold the answer
 TABLE_OUTPUTS = 10  # what a load shows: path, message, info, preview, summary, target, features, task, note, plot
-_NO_DATA = "Load a table in the Data tab first: upload a file or generate a synthetic set."
-
-
-@lru_cache(maxsize=4)
-def read_table(path: str) -> pd.DataFrame:
-    """The table at `path`, read once: every file in the uploads folder is written once and never changed.
-
-    Callers share the cached frame, so they must not modify it.
-    """
-    return data.load_table(path)
-
-
-def selected_dataset(data_path: str | None, target: str | None, features: list[str] | None,
-                     task: str) -> data.Dataset:
-    """The current table with the Data tab's choices applied; the Prompt tab uses this too.
-
-    Cached like read_table (many pages ask again and again for the same choice), so callers must not modify it.
-    """
-    if not data_path:
-        raise LiftError(_NO_DATA)
-    if not target:
-        raise LiftError("Choose the target column, the one the model should predict.")
-    return _prepared_dataset(data_path, target, tuple(features or ()), task)
-
-
-@lru_cache(maxsize=16)
-def _prepared_dataset(data_path: str, target: str, features: tuple[str, ...], task: str) -> data.Dataset:
-    return data.prepare_dataset(read_table(data_path), target, features=list(features),
-                                task=None if task == "auto" else task)
 
 
 @lru_cache(maxsize=16)

@@ -11,7 +11,7 @@ from lift_core.errors import LiftError
 from lift_core.encoding import example_lengths
 from lift_ui.common import error_message, setting_control
 from lift_ui.context import AppContext
-from lift_ui.tabs.data_tab import selected_dataset
+from lift_ui.tables import selected_dataset
 
 PREVIEW_ROWS = 5
 TOKEN_STAT_ROWS = 200

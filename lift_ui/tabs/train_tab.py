@@ -9,11 +9,10 @@ from pathlib import Path
 import gradio as gr
 
 from lift_core import models
-from lift_core.cli import train_command
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
 from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError
 from lift_core.estimate import estimate_duration
-from lift_core.launcher import FORCE_AFTER_S, ran_out_of_memory
+from lift_core.launcher import FORCE_AFTER_S, ran_out_of_memory, training_command
 from lift_core.memory import memory_summary
 from lift_core.metrics import metrics_line
 from lift_core.presets import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, apply_preset
@@ -32,8 +31,6 @@ STOP_MESSAGES = {
     "killed": "Killed run `{name}`; no adapter was saved.",
 }
 NO_RUN = "No training run yet. Load a table in the Data tab, choose the settings above and press **Start**."
-# Shown only with more than one GPU.
-GPU_SETTINGS = ("num_processes",)
 # What the memory estimate depends on: the table's token lengths, the model and how it is trained.
 MEMORY_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "trim_zeros",
                    "model", "quant", "batch_size", "lora_r", "lora_targets", "lora_dropout", "lora_layers",
@@ -58,7 +55,7 @@ def make_config(data, target, features, task, template, template_text, decimals,
     if table_required and not target:
         raise LiftError("Choose the target column in the Data tab.")
     if not (model or "").strip():
-        raise LiftError("Choose a model: a preset, a hub id or a local folder.")
+        raise LiftError("Choose a model: one from the list, a hub id or a local folder.")
     empty = [name for name, value in settings.items() if value is None or value == ""]
     if empty:
         raise LiftError(f"Give a value for: {', '.join(empty)}.")
@@ -143,7 +140,7 @@ def show_command(ctx: AppContext, **values):
         config = make_config(**values)
     except LiftError as error:
         return "", error_message(error), gr.skip()
-    line = train_command(config, ctx.launcher.new_run_path(config))
+    line = training_command(config, ctx.launcher.new_run_path(config))
     return shlex.join(["python", *line[1:]]), "", gr.Accordion(open=True)
 
 
@@ -199,7 +196,7 @@ def status(ctx: AppContext, run_path, log_y, smoothing):
     run = Run(run_path) if run_path and Path(run_path).is_dir() else ctx.launcher.latest_run()
     if run is None:
         return loss_curve([]), "", "", NO_RUN, gr.Timer(active=False)
-    rows, run_status = run.metrics(), run.status()
+    rows, run_status = run.metrics(), run.reconcile()
     active = run_status.get("state") in ACTIVE_STATES
     return (run_loss_curve(json.dumps(rows), log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
             state_message(run, run_status, bool(rows)), gr.Timer(active=active or ctx.launcher.finishing(run)))
@@ -263,6 +260,41 @@ def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio, gr.Markdown]:
     return settings, preset, memory_line
 
 
+def run_view() -> tuple[gr.Plot, gr.Checkbox, gr.Slider, gr.Markdown, gr.HTML, gr.Textbox]:
+    """The followed run: its loss plot with the plot's log-scale and smoothing options, then its state, progress
+    bar and log."""
+    with gr.Row():
+        with gr.Column(scale=3):
+            plot = gr.Plot(label="Loss")
+            with gr.Row():
+                log_y = gr.Checkbox(False, label="Log-scale loss")
+                smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA of the train losses)")
+            gr.Markdown(DECISION_LOSS_HELP)
+        with gr.Column(scale=2):
+            run_state = gr.Markdown(NO_RUN)
+            progress = gr.HTML()
+            # Room for wrapped long lines, so the newest line is not cut off at the bottom.
+            log = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=2 * LOG_LINES, interactive=False,
+                             autoscroll=True)
+    return plot, log_y, smoothing, run_state, progress, log
+
+
+def connect_settings(ctx: AppContext, settings: dict, preset: gr.Radio, estimate_button: gr.Button,
+                     estimate_line: gr.Markdown, memory_line: gr.Markdown) -> None:
+    """The preset filling the settings, and the duration and memory estimates of the run they describe."""
+    preset_filled = preset.change(preset_values, preset, [settings[field] for field in PRESET_FIELDS],
+                                  api_name="preset")
+    # On request and after a preset, not on every keystroke: the estimate reads the table and tokenizes rows.
+    estimate_button.click(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line, api_name="estimate")
+    preset_filled.then(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
+                       api_visibility="private")
+    # On page load and whenever one of the settings it depends on changes; cheap after the first time (the
+    # architecture and the table's token lengths are cached).
+    memory_inputs = {name: settings[name] for name in MEMORY_SETTINGS if name in settings}
+    gr.on(None, partial(memory, ctx), inputs_kwargs=memory_inputs, outputs=memory_line, api_name="memory",
+          show_progress="hidden")
+
+
 def build(ctx: AppContext) -> None:
     with gr.Tab("Train"):
         gr.Markdown("Finetune the model on the current table with LoRA. Training runs in the background on the "
@@ -279,19 +311,7 @@ def build(ctx: AppContext) -> None:
         with gr.Accordion("Command line", open=False) as command_box:
             command = gr.Code(language="shell", label="The same training from a terminal", interactive=False,
                               lines=2, wrap_lines=True, show_line_numbers=False, buttons=["copy"])
-        with gr.Row():
-            with gr.Column(scale=3):
-                plot = gr.Plot(label="Loss")
-                with gr.Row():
-                    log_y = gr.Checkbox(False, label="Log-scale loss")
-                    smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA of the train losses)")
-                gr.Markdown(DECISION_LOSS_HELP)
-            with gr.Column(scale=2):
-                run_state = gr.Markdown(NO_RUN)
-                progress = gr.HTML()
-                # Room for wrapped long lines, so the newest line is not cut off at the bottom.
-                log = gr.Textbox(label="Log (last lines)", lines=LOG_LINES, max_lines=2 * LOG_LINES, interactive=False,
-                                 autoscroll=True)
+        plot, log_y, smoothing, run_state, progress, log = run_view()
         current_run = gr.State(None)  # this page's run folder; without one the page follows the runs folder
         # Ticks once after the page opens (reattaching to the run), then only while a run is active.
         timer = gr.Timer(POLL_SECONDS)
@@ -302,18 +322,7 @@ def build(ctx: AppContext) -> None:
         settings = {"data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
                     "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
                     "trim_zeros": ctx.trim_zeros, "model": ctx.model, **tab_settings}
-        preset_filled = preset.change(preset_values, preset, [settings[field] for field in PRESET_FIELDS],
-                                      api_name="preset")
-        # On request and after a preset, not on every keystroke: the estimate reads the table and tokenizes rows.
-        estimate_button.click(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
-                              api_name="estimate")
-        preset_filled.then(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
-                           api_visibility="private")
-        # On page load and whenever one of the settings it depends on changes; cheap after the first time (the
-        # architecture and the table's token lengths are cached).
-        memory_inputs = {name: settings[name] for name in MEMORY_SETTINGS if name in settings}
-        gr.on(None, partial(memory, ctx), inputs_kwargs=memory_inputs, outputs=memory_line, api_name="memory",
-              show_progress="hidden")
+        connect_settings(ctx, settings, preset, estimate_button, estimate_line, memory_line)
         command_button.click(partial(show_command, ctx), inputs_kwargs=settings,
                              outputs=[command, message, command_box], api_name="show_command")
         started = start_button.click(partial(start, ctx), inputs_kwargs=settings, outputs=[current_run, message],
