@@ -3,11 +3,17 @@
     python -m bench.fidelity [--quick] [--only moons,linear] [--seeds 3] [--set lr=2e-3 ...]
                              [--results bench/results/fidelity.jsonl] [--write-benchmarks]
     python -m bench.fidelity --compare [--levers] [--only ...]   # previous against shipped defaults, side by side
+    python -m bench.fidelity --check [--model ...]   # do the shipped defaults, unchanged, learn a separable table?
 
 Every finished (set, seed) appends one JSON line to --results, and a rerun skips what is already there, so a
 long suite can be stopped and continued. The Markdown table is built from those lines; --write-benchmarks
 puts it into BENCHMARKS.md between the fidelity markers. `--set KEY=VALUE` overrides a TrainConfig field, for
 trying a candidate default without editing code (such rows are labelled with their overrides).
+
+`--check` is the full-default learning check that the test suite ran until its SmolLM2 run was cut to 40 steps
+(tests/test_smollm2.py): the shipped defaults, unchanged (their whole 220-step budget, which a perfect validation
+score may end sooner), on 60 rows of two well-separated Gaussians, must score at least 0.9 on the test rows (chance:
+0.5) with no invalid answer. It prints the result and exits 1 if any condition fails (a few minutes on 2 cores).
 
 Timings depend on the machine and on anything else running: run the suite alone.
 """
@@ -27,7 +33,7 @@ from bench.report import publish
 from lift_core import synthetic
 from lift_core.config import DEFAULTS, PREVIOUS_DEFAULTS, TrainConfig
 from lift_core.estimate import estimate_duration
-from lift_core.evaluation import run_baselines
+from lift_core.evaluation import majority_warning, run_baselines
 from lift_core.training import run_training
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +171,60 @@ def measure(case: Case, seed: int, overrides: dict, model: str) -> dict:
     }
 
 
+def separable_table(n: int = 60, seed: int = 3, std: float = 0.6) -> pd.DataFrame:
+    """The --check table: two well-separated classes 0 and 1, centers (-2, -2) and (2, 2), alternating rows; columns
+    x1, x2, y. The same frame as tests/helpers.py's two_gaussians(n=60, seed=3) (a test keeps them equal)."""
+    rng = np.random.default_rng(seed)
+    codes = np.arange(n) % 2
+    points = np.where(codes[:, None] == 1, 2.0, -2.0) + rng.normal(scale=std, size=(n, 2))
+    return pd.DataFrame({"x1": points[:, 0], "x2": points[:, 1], "y": codes})
+
+
+def check_failures(results: dict | None, state: str, total_steps: int | None, planned_steps: int) -> list[str]:
+    """What a default run on the separable table has to show, as sentences for each condition it misses: it
+    completed its planned steps' budget (a perfect validation score may stop it sooner) with at least 0.9 test
+    accuracy, no invalid answer and no majority-class warning."""
+    if results is None:
+        return [f"the run ended {state}, without a test score"]
+    failures = []
+    if state != "completed":
+        failures.append(f"the run ended {state}, not completed")
+    if total_steps != planned_steps:
+        failures.append(f"the run planned {total_steps} steps, not the defaults' {planned_steps}")
+    if results["accuracy"] < 0.9:
+        failures.append(f"test accuracy {results['accuracy']:.3f} is below 0.9")
+    if results["invalid_rate"] != 0:
+        failures.append(f"{results['invalid_rate']:.1%} of the answers were invalid")
+    warning = majority_warning(results)
+    if warning:
+        failures.append(warning)
+    return failures
+
+
+def check_defaults(model: str) -> int:
+    """Trains the shipped defaults on separable_table() and reports check_failures; the exit code: 1 if any."""
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        separable_table().to_csv(folder / "data.csv", index=False)
+        config = TrainConfig(data=str(folder / "data.csv"), target="y", model=model)
+        started = time.perf_counter()
+        run = run_training(config, folder / "run")
+        wall_s = time.perf_counter() - started
+        results, state = run.eval_results(), run.status()["state"]
+        trained = [row for row in run.metrics() if row.get("total_steps")]
+        planned = config.planned_steps(run.dataset_info().n_train)
+        failures = check_failures(results, state, trained[0]["total_steps"] if trained else None, planned)
+    print(json.dumps({"check": "defaults learn a separable table", "model": model, "state": state,
+                      "accuracy": (results or {}).get("accuracy"), "log_loss": (results or {}).get("log_loss"),
+                      "invalid_rate": (results or {}).get("invalid_rate"),
+                      "steps": trained[-1]["step"] if trained else 0, "planned_steps": planned,
+                      "wall_s": round(wall_s, 1), "threads": torch.get_num_threads(),
+                      "passed": not failures}))
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
 def compare_markdown(rows: list[dict]) -> str:
     """Each configuration beside the previous defaults on the same set and seed: its score, the score's change,
     its wall time and how many times faster it ran."""
@@ -273,8 +333,15 @@ def main() -> None:
     parser.add_argument("--configs", help="with --compare: only these of its settings (comma-separated), e.g. "
                                           "previous; the table still compares every row measured")
     parser.add_argument("--write-benchmarks", action="store_true")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the shipped defaults, unchanged, learn a small separable table "
+                             "(accuracy >= 0.9, no invalid answer); exit 1 if not")
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
+    if args.check:
+        if overrides:
+            raise SystemExit("--check trains the shipped defaults: it takes no --set")
+        raise SystemExit(check_defaults(args.model))
     cases = COMPARED if args.compare else QUICK if args.quick else FULL
     if args.only:
         wanted = args.only.split(",")

@@ -1,6 +1,9 @@
-"""The fidelity suite's own pieces: the mixed table it generates and the side-by-side comparison it prints."""
+"""The fidelity suite's own pieces: the mixed table it generates, the side-by-side comparison it prints, and the
+full-default learning check (--check)."""
 
-from bench.fidelity import compare_markdown, mixed_table
+from helpers import two_gaussians
+
+from bench.fidelity import check_failures, compare_markdown, mixed_table, separable_table
 from lift_core.data import prepare_dataset
 
 
@@ -26,3 +29,17 @@ def test_the_comparison_gives_each_setting_its_change_and_speed_up_against_the_p
     previous, shipped = table.splitlines()[2:]
     assert previous.startswith("| moons | 0 | previous | 1.000 |  |") and "| 300 | 300 |  |" in previous
     assert "| shipped | 0.990 | -0.010 |" in shipped and "| 125 | 100 | 3.00x | 90 |" in shipped
+
+
+def test_the_default_check_trains_the_table_the_tests_train():
+    assert separable_table().equals(two_gaussians(n=60, seed=3))
+
+
+def test_the_default_check_passes_a_learned_run_and_names_each_miss():
+    learned = {"accuracy": 1.0, "invalid_rate": 0.0, "majority_accuracy": 0.5}
+    assert check_failures(learned, "completed", 220, 220) == []
+    assert check_failures(None, "failed", None, 220) == ["the run ended failed, without a test score"]
+    failures = check_failures({"accuracy": 0.5, "invalid_rate": 0.25, "majority_accuracy": 0.5}, "stopped", 40, 220)
+    assert failures[:4] == ["the run ended stopped, not completed", "the run planned 40 steps, not the defaults' 220",
+                            "test accuracy 0.500 is below 0.9", "25.0% of the answers were invalid"]
+    assert "most common class" in failures[4] and len(failures) == 5

@@ -1,7 +1,9 @@
 """The Evaluate and Explore tabs through the app's API, on tiny runs trained once for this module,
 and their figure builders on small hand-made frames."""
 
+import json
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -48,7 +50,7 @@ def test_evaluate_shows_metrics_confusion_and_predictions(client, runs):
     values = dict(as_frame(metrics).values)
     assert values["Accuracy"] >= 0.9
     assert {"Macro-F1", "Log-loss", "Invalid-output rate"} <= set(values)
-    n_test = run.dataset_info()["n_test"]
+    n_test = run.dataset_info().n_test
     confusion = heatmap(plotly_json(figure))
     assert plotly_array(confusion["z"]).sum() == n_test
     assert list(confusion["x"]) == CLASSES
@@ -60,13 +62,14 @@ def test_evaluate_shows_metrics_confusion_and_predictions(client, runs):
 def test_evaluate_scores_a_run_that_stopped_before_its_evaluation(client, runs, app_server):
     stopped = Run(app_server["runs_dir"] / "stopped")
     shutil.copytree(runs["gaussians"].path, stopped.path)
-    stopped.file("eval.json").unlink()
-    stopped.file("predictions.csv").unlink()
-    stopped.set_status("stopped")
+    (stopped.path / "eval.json").unlink()
+    (stopped.path / "predictions.csv").unlink()
+    status = json.loads((stopped.path / "status.json").read_text())
+    (stopped.path / "status.json").write_text(json.dumps({**status, "state": "stopped"}))
     metrics, figure, predictions, download, message = client.predict(stopped.name, api_name="/evaluate")
     assert dict(as_frame(metrics).values)["Accuracy"] >= 0.9
     assert stopped.eval_results()["accuracy"] >= 0.9
-    assert stopped.file("predictions.csv").exists()
+    assert (stopped.path / "predictions.csv").exists()
 
 
 def test_evaluate_unknown_run_gives_a_message(client, runs):
@@ -80,7 +83,7 @@ def test_baselines_compare_all_classifiers_with_the_model(client, runs):
     run = runs["gaussians"]
     table, chart, message = client.predict(run.name, api_name="/baselines")
     assert sorted(as_frame(table)["name"]) == sorted(CLASSIFIERS)
-    assert run.file("baselines.csv").exists()
+    assert (run.path / "baselines.csv").exists()
     bars = plotly_json(chart)["data"][0]
     assert sorted(bars["x"]) == sorted([*CLASSIFIERS, MODEL_BAR])
     assert bars["y"][bars["x"].index(MODEL_BAR)] == run.eval_results()["accuracy"]
@@ -233,18 +236,41 @@ def test_model_jobs_share_one_queue_slot_and_light_endpoints_do_not(app_server):
         assert limits[light][0] != "model_inference"
 
 
-def test_a_second_model_job_waits_in_the_queue_while_the_first_runs(app_server, runs):
+def test_a_second_model_job_waits_in_the_queue_while_the_first_runs(app_server, runs, monkeypatch):
     from gradio_client.utils import Status
+    from lift_ui.tabs import explore_tab
 
+    # The first job (a real, small variance map) holds the slot until the second has waited behind it for half a
+    # second, however fast this machine draws: a second job not held in the queue would start drawing meanwhile.
+    second_waited = threading.Event()
+    draws = []  # when each job's model starts and ends drawing
+    draw = explore_tab.model_boundary
+
+    def draw_in_turn(*args, **kwargs):
+        job = "variance" if "samples" in kwargs else "boundary"
+        draws.append(f"{job} starts")
+        if job == "variance":
+            second_waited.wait(timeout=60)
+        grid = draw(*args, **kwargs)
+        draws.append(f"{job} ends")
+        return grid
+
+    monkeypatch.setattr(explore_tab, "model_boundary", draw_in_turn)
     name = runs["gaussians"].name
-    first = new_client(app_server["url"]).submit(name, 120, 0.5, 20, 1.0, api_name="/variance")
+    first = new_client(app_server["url"]).submit(name, 20, 0.5, 5, 1.0, api_name="/variance")
     waiting = (Status.STARTING, Status.JOINING_QUEUE, Status.IN_QUEUE)
     wait_for(lambda: first.status().code not in waiting, what="the first job to start")
     second = new_client(app_server["url"]).submit(name, 10, 0.2, "logreg", api_name="/boundary")
     queued_behind_first = False
     while not second.done():
         status = second.status()
-        queued_behind_first |= status.code == Status.IN_QUEUE and not first.done()
+        if status.code == Status.IN_QUEUE and not first.done() and not queued_behind_first:
+            queued_behind_first = True
+            time.sleep(0.5)
+            second_waited.set()
         time.sleep(0.05)
     assert first.done() and queued_behind_first
+    assert draws[:2] == ["variance starts", "variance ends"], draws
+    assert set(draws[2:]) == {"boundary starts", "boundary ends"}, draws
+    assert first.result()[-1].endswith("of the sampled answers were invalid.")
     assert second.result()[-1].startswith("100 grid points")
