@@ -12,13 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lift_core import models
-from lift_core.runs import Run, list_runs
+from lift_core.runs import FINISHED_STATES, Run, list_runs
 from lift_core.config import TrainConfig
 from lift_core.data import load_splits
 from lift_core.encoding import example_lengths
 
-# Runs that really trained, so their throughput is measured; a stopped run trained at the same speed.
-FINISHED_STATES = ("completed", "stopped")
 # Rows whose tokens are counted for the mean example length: enough for a stable mean, quick to tokenize.
 TOKEN_SAMPLE_ROWS = 64
 # Rough training throughputs on a CPU, for a model never trained on this machine. SmolLM2-135M: about

@@ -52,6 +52,7 @@ TRANSITIONS = {
 STATES = tuple(state for state in TRANSITIONS if state)
 ACTIVE_STATES = ("queued", "running")
 RESUMABLE_STATES = ("interrupted", "failed", "stopped")
+# Runs that really trained, so their throughput is measured; a stopped run trained at the same speed.
 FINISHED_STATES = ("completed", "stopped")
 
 _CONFIG = "config.json"
@@ -298,9 +299,6 @@ class Run:
         with self._locked():
             self._write_status({**self._saved_status(), **fields})
 
-    def can_become(self, state: str) -> bool:
-        return state in TRANSITIONS[self._saved_status().get("state")]
-
     def _transition(self, state: str, expect: str | None = None, **fields) -> None:
         with self._locked():
             current = self._saved_status()
@@ -418,7 +416,7 @@ def list_runs(runs_dir) -> list[Run]:
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    runs = [Run(path) for path in root.iterdir() if Run(path).exists()]
+    runs = [run for run in map(Run, root.iterdir()) if run.exists()]
     return sorted(runs, key=lambda run: run.status().get("created", 0), reverse=True)
 
 
