@@ -94,7 +94,12 @@ class TrainingLauncher:
             point = run.resume_point()
             # Queued before the process starts, so that it finds the run queued for it (see training.resumable_run).
             run.resume({})
-            process = self._launch(run, resume_command(run.path), config, log_mode="a")
+            try:
+                process = self._launch(run, resume_command(run.path), config, log_mode="a")
+            except OSError as error:  # not left queued with no process, where it could never be resumed again
+                run.fail(f"The training process could not be started: {error}")
+                raise LiftError(f"Run '{run.name}' could not be resumed: its training process did not start "
+                                f"({error}).") from error
             run.record(**process_identity(process.pid))
         return point
 

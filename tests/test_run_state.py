@@ -12,6 +12,7 @@ import pytest
 from helpers import REPO_ROOT, put_in_state, train_tiny, two_gaussians, wait_for, write_table
 from lift_core import launcher as launcher_module
 from lift_core.config import TrainConfig
+from lift_core.errors import LiftError
 from lift_core.evaluation import run_baselines
 from lift_core.launcher import TrainingLauncher
 from lift_core.processes import process_identity
@@ -267,3 +268,17 @@ def test_the_runs_tab_shows_how_a_resumed_run_reached_its_end(tmp_path):
     for state in ("queued", "running", "completed"):
         run._transition(state)
     assert "History: queued → running → stopped → queued → running → completed" in run_overview(run)
+
+
+def test_a_resume_whose_process_cannot_start_leaves_the_run_resumable(tmp_path, monkeypatch):
+    run = new_run(tmp_path / "runs", "stopped")
+    put_in_state(run, "stopped")
+    (run.path / "splits").mkdir()
+    (run.path / "splits" / "train.csv").write_text("x,y\n1,a\n")
+    (run.path / "dataset.json").write_text("{}")
+    monkeypatch.setattr(launcher_module, "resume_command", lambda run_dir: ["/no/such/program"])
+    with pytest.raises(LiftError, match="could not be resumed: its training process did not start"):
+        TrainingLauncher(tmp_path / "runs").resume(run)
+    status = run.status()
+    assert status["state"] == "failed" and "could not be started" in status["error"]
+    assert run.resume_problem() is None
