@@ -1,8 +1,9 @@
-"""How long a training run will take, said before it starts.
+"""How long a training run will take, said before it starts: from the moment it is launched to its test results.
 
-The number of steps is exact (the same budget the trainer plans). The time per step comes from the most recent
-finished run of the same model and quantization on this machine, scaled from its tokens per second to the
-new table's tokens per example; without such a run, from a rough guess for the built-in models.
+The number of steps is exact (the same budget the trainer plans). The speed comes from, in order: the most recent
+finished run of the same model and quantization on this machine; a timed calibration (calibration.py: a few real
+steps on a few of the table's rows, once per model and machine); a rough guess for the built-in models. Tokens per
+second are scaled to the new table's tokens per example.
 """
 
 import math
@@ -11,18 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lift_core import models
-from lift_core.runs import FINISHED_STATES, Run, list_runs
+from lift_core import calibration, models
+from lift_core.calibration import Speed, run_speed
 from lift_core.config import TrainConfig
 from lift_core.data import load_splits
 from lift_core.encoding import example_lengths
+from lift_core.runs import FINISHED_STATES, list_runs
 
 # Rows whose tokens are counted for the mean example length: enough for a stable mean, quick to tokenize.
 TOKEN_SAMPLE_ROWS = 64
-# Rough training throughputs on a CPU, for a model never trained on this machine. SmolLM2-135M: about
-# 1.2 s per step of 8 examples of 30 tokens on 2 cores (BENCHMARKS.md); the tiny random Llama is ~100x faster.
+# Rough training throughputs on a CPU, for a model neither trained nor timed on this machine, validation passes
+# included. SmolLM2-135M: about 1.2 s per step of 8 examples of 30 tokens on 2 cores (BENCHMARKS.md); the tiny
+# random Llama: 300 steps of 4 rows of 30 tokens in 5 s, its time mostly the Trainer's own per step.
 SMOLLM2_CPU_TOKENS_PER_S_PER_CORE = 110
-TINY_CPU_TOKENS_PER_S = 20_000
+TINY_CPU_TOKENS_PER_S = 7_000
+# Seconds from the launch to the first step and after the last one (imports, loading the model, saving), when no
+# run measured it: about 10 s on 2 cores for both built-in models (BENCHMARKS.md).
+ROUGH_OVERHEAD_S = 10.0
 # Test rows predicted per second by SmolLM2-135M on a CPU (label scoring plus one greedy answer, BENCHMARKS.md),
 # when no past run of the model measured it here; an overestimate of the time for the tiny model.
 EVAL_ROWS_PER_S = 15
@@ -39,23 +45,26 @@ FORWARD_SHARE = 0.3
 class Estimate:
     steps: int
     seconds_per_step: float | None  # None: no measurement or guess for this model here
-    seconds: float | None  # training and the test-set evaluation
+    seconds: float | None  # the whole run: starting, training, validation and the test-set evaluation
     source: str  # where seconds_per_step comes from
     eval_seconds: float = 0.0  # included in `seconds`
     stops_early: bool = False  # a classifier stops once its validation accuracy is perfect (stop_when_perfect)
     validation_seconds: float = 0.0  # included in `seconds`; a measured speed already counts it
+    overhead_seconds: float = 0.0  # included in `seconds`: starting the process, loading the model, saving
 
     def summary(self) -> str:
-        """One line for people: steps × seconds per step ≈ total (where the speed comes from)."""
+        """One line for people: steps × seconds per step, and the whole run (where the speed comes from)."""
         if self.seconds is None:
             return f"Estimated: {self.steps} steps; duration {self.source}."
-        evaluation = (f"; includes ~{_readable(self.eval_seconds)} to evaluate the test rows"
-                      if self.eval_seconds else "")
+        parts = [f"~{_readable(self.overhead_seconds)} to start and load the model"] if self.overhead_seconds else []
         if self.validation_seconds:
-            evaluation += f" and ~{_readable(self.validation_seconds)} to score the validation rows"
+            parts.append(f"~{_readable(self.validation_seconds)} to score the validation rows")
+        if self.eval_seconds:
+            parts.append(f"~{_readable(self.eval_seconds)} to evaluate the test rows")
+        includes = f"; includes {', '.join(parts)}" if parts else ""
         early = "; less if the validation accuracy is perfect sooner" if self.stops_early else ""
-        return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step ≈ {_readable(self.seconds)} "
-                f"({self.source}{evaluation}{early}).")
+        return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step, ≈ {_readable(self.seconds)} "
+                f"in all ({self.source}{includes}{early}).")
 
 
 def _readable(seconds: float) -> str:
@@ -66,21 +75,22 @@ def _readable(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
-    """Steps, seconds per step and total seconds of training `config`, judged from past runs in `runs_dir`."""
+def estimate_duration(config: TrainConfig, runs_dir, calibrate: bool = False) -> Estimate:
+    """Steps, seconds per step and total seconds of a run of `config`, judged from past runs in `runs_dir`; with
+    `calibrate`, a model never run here is timed first (calibration.py) instead of guessed."""
     config.check()  # a zero batch size, say, would break the step count
     dataset, splits = load_splits(config)
     steps = config.planned_steps(len(splits.train), config.num_processes)
-    speed = _speed(config, runs_dir)
+    speed, measured = _speed(config, runs_dir, dataset, splits, calibrate)
     if speed is None:
         return Estimate(steps, None, None, UNKNOWN_SOURCE)
-    tokens_per_s, eval_rows_per_s, source, measured = speed
     template = config.template_for(dataset.features, dataset.target)
     sample = splits.train.sample(n=min(TOKEN_SAMPLE_ROWS, len(splits.train)), random_state=0)
     tokens_per_example = float(np.mean(example_lengths(sample, template, config.model, config.trust_remote_code)))
     # A step takes a batch on each process; tokens_per_s is that of all processes together.
     rows_per_step = config.batch_size * config.num_processes
-    seconds_per_step = rows_per_step * tokens_per_example / tokens_per_s
+    seconds_per_step = rows_per_step * tokens_per_example / speed.tokens_per_s
+    eval_rows_per_s = speed.eval_rows_per_s or EVAL_ROWS_PER_S
     training_seconds, validation_seconds = steps * seconds_per_step, 0.0
     # A past run with the same LoRA layers measured the cache's effect and its validation time in its speed.
     if not measured:
@@ -92,8 +102,9 @@ def estimate_duration(config: TrainConfig, runs_dir) -> Estimate:
         validation_seconds = evaluations * len(splits.val) / eval_rows_per_s
     eval_seconds = len(splits.test) / eval_rows_per_s
     stops_early = bool(config.stop_when_perfect and dataset.task == "classification" and len(splits.val))
-    return Estimate(steps, training_seconds / steps, training_seconds + validation_seconds + eval_seconds, source,
-                    eval_seconds, stops_early, validation_seconds)
+    total = speed.overhead_s + training_seconds + validation_seconds + eval_seconds
+    return Estimate(steps, training_seconds / steps, total, speed.source, eval_seconds, stops_early,
+                    validation_seconds, speed.overhead_s)
 
 
 def trained_layer_share(config: TrainConfig) -> float:
@@ -102,24 +113,27 @@ def trained_layer_share(config: TrainConfig) -> float:
     return min(1.0, config.lora_layers / found[0].layers) if found else 1.0
 
 
-def _speed(config: TrainConfig, runs_dir) -> tuple[float, float, str, bool] | None:
-    """Training tokens per second, test rows per second, where they come from and whether a past run measured them;
-    None when unknown."""
-    past = _past_run(config, runs_dir)
+def _speed(config: TrainConfig, runs_dir, dataset, splits, calibrate: bool) -> tuple[Speed | None, bool]:
+    """The speed to estimate with, and whether a past run with these LoRA layers measured it (its step time then
+    includes the layer cache's effect and the validation passes); (None, False) when there is none."""
+    past = _past_run_speed(config, runs_dir)
     if past is not None:
-        run, tokens_per_s = past
-        return (tokens_per_s, _eval_rows_per_s(run) or EVAL_ROWS_PER_S,
-                f"measured: run {run.name} trained at {tokens_per_s:,.0f} tokens/s on this machine", True)
+        return past
+    if calibrate:
+        return calibration.measured_speed(config, dataset, splits), False
+    cached = calibration.cached_speed(config)
+    if cached is not None:
+        return cached, False
     tokens_per_s = _prior_tokens_per_s(config.model)
     if tokens_per_s is None:
-        return None
-    return (tokens_per_s, EVAL_ROWS_PER_S, f"rough guess: ~{tokens_per_s:,.0f} tokens/s for {config.model} on this CPU",
-            False)
+        return None, False
+    return Speed(tokens_per_s, None, ROUGH_OVERHEAD_S,
+                 f"rough guess: ~{tokens_per_s:,.0f} tokens/s for {config.model} on this CPU"), False
 
 
-def _past_run(config: TrainConfig, runs_dir) -> tuple[Run, float] | None:
-    """The newest finished run of this model, quantization and number of LoRA layers on this hardware and number of
-    processes, with its tokens per second."""
+def _past_run_speed(config: TrainConfig, runs_dir) -> tuple[Speed, bool] | None:
+    """The speed of the newest finished run of this model, quantization and number of LoRA layers on this hardware
+    and number of processes."""
     quantization, hardware = models.resolve_quantization(config.quant), models.hardware_summary()
     for run in list_runs(runs_dir):  # newest first
         status = run.status()
@@ -127,17 +141,10 @@ def _past_run(config: TrainConfig, runs_dir) -> tuple[Run, float] | None:
                 and status.get("quantization") == quantization and status.get("hardware") == hardware
                 and status.get("processes", 1) == config.num_processes
                 and run.config().lora_layers == config.lora_layers):
-            tokens_per_s = next((row["tokens_per_s"] for row in reversed(run.metrics()) if row.get("tokens_per_s")),
-                                None)
-            if tokens_per_s:
-                return run, tokens_per_s
-    return None
-
-
-def _eval_rows_per_s(run: Run) -> float | None:
-    results = run.eval_results() or {}
-    if results.get("n_test") and results.get("eval_seconds"):
-        return results["n_test"] / results["eval_seconds"]
+            speed = run_speed(run)
+            if speed is not None:
+                speed.source = f"measured: run {run.name} trained at {speed.tokens_per_s:,.0f} tokens/s on this machine"
+                return speed, True
     return None
 
 

@@ -69,6 +69,19 @@ class TrainingLauncher:
             raise LiftError(f"This server only offers the models {', '.join(self.allowed_models)}; "
                             f"'{model}' is not one of them.")
 
+    def estimate(self, config: TrainConfig, calibrate: bool = False):
+        """How long a run of `config` would take (estimate.Estimate). With `calibrate`, a model never run here is
+        first timed by a short training, unless one is training: each would slow the other, and the timing be off.
+        """
+        from lift_core.estimate import estimate_duration
+
+        self.check_model(config.model)
+        if not calibrate or self.active_run() is not None:
+            return estimate_duration(config, self.runs_dir)
+        # Held like a launch, so that no training starts while the calibration's runs.
+        with self._exclusive():
+            return estimate_duration(config, self.runs_dir, calibrate=True)
+
     def start(self, config: TrainConfig) -> Run:
         from lift_core.training import check_training_inputs
 

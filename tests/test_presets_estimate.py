@@ -6,7 +6,7 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
-from lift_core import estimate, models
+from lift_core import calibration, estimate, models
 from lift_core.config import PREVIOUS_DEFAULTS, TrainConfig
 from lift_core.data import load_splits
 from lift_core.errors import LiftError
@@ -71,6 +71,12 @@ def finished_run(path, config: TrainConfig, tokens_per_s: float, hardware: str |
 
 
 @pytest.fixture
+def no_timings(monkeypatch, tmp_path):
+    """No model timed on this machine yet: the calibrations another test cached stay out of this one."""
+    monkeypatch.setattr(calibration, "speeds_path", lambda: tmp_path / "speeds.json")
+
+
+@pytest.fixture
 def cpu(monkeypatch):
     # The built-in guesses are for CPUs: pretend there is no GPU, whatever the test machine has.
     monkeypatch.setattr(estimate.models, "has_cuda", lambda: False)
@@ -94,7 +100,7 @@ def test_the_estimate_scales_the_newest_matching_runs_throughput_to_the_new_tabl
     assert result.seconds == pytest.approx(50 * result.seconds_per_step + result.eval_seconds)
     assert newest.name in result.source and "measured" in result.source
     summary = result.summary()
-    assert summary.startswith("Estimated: 50 steps × ") and "s/step ≈ " in summary and "evaluate" in summary
+    assert summary.startswith("Estimated: 50 steps × ") and "s/step, ≈ " in summary and "evaluate" in summary
 
 
 def test_on_two_processes_an_epoch_takes_half_the_steps_and_only_two_process_runs_measure_the_speed(
@@ -115,7 +121,8 @@ def test_on_two_processes_an_epoch_takes_half_the_steps_and_only_two_process_run
     assert result.seconds_per_step == pytest.approx(per_step, rel=0.05)
 
 
-def test_without_a_past_run_the_estimate_is_a_stated_rough_guess(tmp_path, tiny_config, cpu):
+def test_without_a_past_run_or_a_timing_the_estimate_is_a_stated_rough_guess(tmp_path, tiny_config, cpu,
+                                                                              no_timings):
     finished_run(tmp_path / "runs" / "smollm2", TrainConfig(model="smollm2-135m"), tokens_per_s=10.0)  # another model
     result = estimate_duration(tiny_config, tmp_path / "runs")
     per_step = tiny_config.batch_size * tokens_per_example(tiny_config) / TINY_CPU_TOKENS_PER_S
@@ -123,12 +130,13 @@ def test_without_a_past_run_the_estimate_is_a_stated_rough_guess(tmp_path, tiny_
     assert result.eval_seconds == pytest.approx(20 / EVAL_ROWS_PER_S)  # 20% of 100 rows are test rows
     # 6 evaluations a run: every 9 of the 50 steps, 5 in all, each scoring the 8 validation rows (10% of 80)
     assert result.validation_seconds == pytest.approx(5 * 8 / EVAL_ROWS_PER_S)
+    assert result.overhead_seconds == estimate.ROUGH_OVERHEAD_S
     assert result.seconds == pytest.approx(
-        50 * result.seconds_per_step + result.validation_seconds + result.eval_seconds)
+        result.overhead_seconds + 50 * result.seconds_per_step + result.validation_seconds + result.eval_seconds)
     assert "rough guess" in result.source and "to score the validation rows" in result.summary()
 
 
-def test_an_unknown_model_without_a_past_run_has_no_duration(tmp_path, tiny_config, cpu):
+def test_an_unknown_model_without_a_past_run_has_no_duration(tmp_path, tiny_config, cpu, no_timings):
     config = TrainConfig(**{**asdict(tiny_config), "model": "some-org/some-model"})
     result = estimate_duration(config, tmp_path / "runs")
     assert result.steps == 50 and result.seconds is None and result.seconds_per_step is None
