@@ -336,7 +336,7 @@ def _class_labels(labels: pd.Series, target, max_classes: int) -> list[str]:
     if len(classes) > max_classes:
         raise LiftError(
             f"The target '{target}' has {len(classes)} classes, more than the limit of {max_classes}. "
-            "If it is a number to predict, use --task regression; otherwise pick another target."
+            "If it is a number to predict, set the task to regression; otherwise pick another target."
         )
     return classes
 
@@ -353,7 +353,7 @@ def _regression_target(y: pd.Series, target: str) -> pd.Series:
         raise LiftError(
             f"Regression needs a numeric target, but '{target}' has values that are not numbers, "
             f"such as {example if isinstance(example, numbers.Number) else repr(example)}. "
-            "Pick a numeric target or use classification."
+            "Pick a numeric target or set the task to classification."
         )
     return values
 

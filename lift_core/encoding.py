@@ -71,7 +71,7 @@ def check_example_lengths(config, dataset, splits) -> None:
     context length where that is shorter. Said before training, with the longest row and what to do, instead
     of minutes into a run or as an out-of-memory crash.
     """
-    limit, source = config.max_example_tokens, "the max_example_tokens setting"
+    limit, source = config.max_example_tokens, "the longest-example setting"
     context = models.context_length(config.model, config.trust_remote_code)
     if context and context < limit:
         limit, source = context, f"the context length of {config.model}"
@@ -91,5 +91,5 @@ def check_example_lengths(config, dataset, splits) -> None:
         f"{int((lengths > limit).sum())} of {len(frame)} rows make examples longer than {limit} tokens "
         f"({source}); the longest has {int(lengths.max())} tokens and begins "
         f"\"{longest[:QUOTED_CHARACTERS]}…\". Choose fewer feature columns, shorten the long text cells, or "
-        "choose a template with fewer words; a higher max_example_tokens allows longer rows, up to the model's "
+        "choose a template with fewer words; a higher longest-example setting allows longer rows, up to the model's "
         "context, at the cost of time and memory.")

@@ -43,17 +43,17 @@ class PromptTemplate:
     def __post_init__(self):
         self.features = list(self.features)
         if self.kind not in TEMPLATE_KINDS:
-            raise LiftError(f"unknown template kind {self.kind!r}; choose one of {', '.join(TEMPLATE_KINDS)}")
+            raise LiftError(f"Unknown template kind {self.kind!r}; choose one of {', '.join(TEMPLATE_KINDS)}")
         if (isinstance(self.decimals, bool) or not isinstance(self.decimals, numbers.Integral)
                 or not 0 <= self.decimals <= MAX_DECIMALS):
-            raise LiftError(f"decimals must be a whole number from 0 to {MAX_DECIMALS}, got {self.decimals!r}")
+            raise LiftError(f"The decimals must be a whole number from 0 to {MAX_DECIMALS}, got {self.decimals!r}.")
         self.decimals = int(self.decimals)
         self._segments = self._parse_custom_text() if self.kind == "custom" else []
 
     def _parse_custom_text(self) -> list[tuple[str, bool]]:
         if not isinstance(self.text, str) or not self.text.strip():
-            raise LiftError("the custom template needs text with {column} placeholders, "
-                            "e.g. 'A flower with petal length {petal length} is a'")
+            raise LiftError("The custom template is empty: type a sentence with {column} placeholders for the "
+                            "features, e.g. 'A flower with petal length {petal length} is a'.")
         columns = ", ".join(map(str, self.features))
         segments, position = [], 0
         for match in _TEMPLATE_TOKEN.finditer(self.text):
@@ -63,18 +63,18 @@ class PromptTemplate:
             if token in ("{{", "}}"):
                 segments.append((token[0], False))
             elif column is None:
-                raise LiftError(f"the custom template has an unmatched {token!r} at character {match.start()}; "
-                                "write {{ or }} for a literal brace")
+                raise LiftError(f"The custom template has an unmatched {token!r} at character {match.start()}; "
+                                "write {{ or }} for a literal brace.")
             elif column == self.target:
-                raise LiftError(f"the custom template uses the target column {{{column}}}, which would put the "
-                                "answer into the prompt; remove that placeholder")
+                raise LiftError(f"The custom template uses the target column {{{column}}}, which would put the "
+                                "answer into the prompt; remove that placeholder.")
             elif column not in self.features:
-                raise LiftError(f"unknown column {column!r} in the custom template. Columns are: {columns}")
+                raise LiftError(f"The custom template names an unknown column {column!r}. Columns are: {columns}")
             else:
                 segments.append((column, True))
         segments.append((self.text[position:], False))
         if not any(is_column for _, is_column in segments):
-            raise LiftError("the custom template has no {column} placeholders, so every row would get the same "
+            raise LiftError("The custom template has no {column} placeholders, so every row would get the same "
                             f"prompt; add some of: {columns}")
         return segments
 
@@ -99,15 +99,15 @@ class PromptTemplate:
 
     def completion(self, answer) -> str:
         if _is_missing(answer):
-            raise LiftError(f"a row has no {self.target} value; rows without a target cannot be used for training")
+            raise LiftError(f"A row has no {self.target} value; rows without a target cannot be used for training.")
         if (isinstance(answer, numbers.Real) and not isinstance(answer, numbers.Integral)
                 and not math.isfinite(answer)):
-            raise LiftError(f"the {self.target} value {answer} is not a finite number; drop or fix that row")
+            raise LiftError(f"The {self.target} value {answer} is not a finite number; drop or fix that row.")
         text = self._number(answer)
         # The answer is read up to the first ANSWER_END, so text ending in "@" would be cut short.
         if ANSWER_END in text or text.endswith("@"):
-            raise LiftError(f"the {self.target} value {text!r} contains {ANSWER_END!r} or ends in '@', which "
-                            "cannot be told apart from the end-of-answer mark; rename that label")
+            raise LiftError(f"The {self.target} value {text!r} contains {ANSWER_END!r} or ends in '@', which "
+                            "cannot be told apart from the end-of-answer mark; rename that label.")
         return f" {text}{ANSWER_END}"
 
     def _number(self, value) -> str:
@@ -142,7 +142,7 @@ def _cell(row: Mapping[str, object], column: str):
     try:
         return row[column]
     except KeyError:
-        raise LiftError(f"the row has no column {column!r}; give a value for every feature column") from None
+        raise LiftError(f"The row has no column {column!r}; give a value for every feature column.") from None
 
 
 def _is_missing(value) -> bool:

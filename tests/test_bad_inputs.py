@@ -647,8 +647,9 @@ APP_CASES = [
     AppCase("300-classes", "many_classes", WARNED, "more than the limit of 50"),
     AppCase("label-with-answer-mark", "answer_mark_label", WARNED, "could not be read back"),
     # choosing the target and features
-    AppCase("select-unknown-target", "good", GRADIO, "not in the list of choices", select("nope", ["x1"])),
-    AppCase("select-unknown-feature", "good", GRADIO, "not in the list of choices", select("y", ["x1", "nope"])),
+    AppCase("select-unknown-target", "good", REFUSED, "Column 'nope' is not in the table", select("nope", ["x1"])),
+    AppCase("select-unknown-feature", "good", REFUSED, "Column 'nope' is not in the table",
+            select("y", ["x1", "nope"])),
     AppCase("select-no-features", "good", REFUSED, "no feature columns", select("y", [])),
     AppCase("select-text-target-as-regression", "good", REFUSED, "numeric target",
             select("y", ["x1", "x2"], "regression")),
@@ -670,7 +671,7 @@ APP_CASES = [
     AppCase("token-count-without-a-table", None, REFUSED, "Load a table in the Data tab first",
             ("/token_stats", (None, [], "auto", "lift", "", 2, "tiny"), {})),
     # training settings, refused before a run folder
-    AppCase("start-without-a-table", None, REFUSED, "No data loaded", start(target=None)),
+    AppCase("start-without-a-table", None, REFUSED, "Load a table in the Data tab first", start(target=None)),
     AppCase("start-zero-learning-rate", "good", REFUSED, "learning rate must be between 0 and 1", start(lr=0)),
     AppCase("start-negative-seed", "good", REFUSED, "seed must be a whole number", start(seed=-1)),
     AppCase("start-no-epochs-no-steps", "good", REFUSED, "positive number of epochs or max steps",
@@ -694,8 +695,10 @@ def upload_message(outputs) -> tuple[str, bool]:
 
 
 def call_message(api_name: str, outputs) -> str:
-    if api_name in ("/start", "/estimate"):
+    if api_name == "/start":
         return outputs
+    if api_name == "/estimate":  # (estimate line, message line)
+        return outputs[1]
     return outputs[0]
 
 

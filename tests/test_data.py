@@ -397,7 +397,7 @@ def test_constant_regression_target():
 
 def test_too_many_classes_suggests_regression():
     frame = pd.DataFrame({"x": range(60), "y": [f"c{i}" for i in range(60)]})
-    with pytest.raises(LiftError, match="60 classes, more than the limit of 50.*--task regression"):
+    with pytest.raises(LiftError, match="60 classes, more than the limit of 50.*set the task to regression"):
         prepare_dataset(frame, "y")
     assert len(prepare_dataset(frame, "y", max_classes=60).classes) == 60
 

@@ -43,7 +43,7 @@ def test_a_huge_cell_is_refused_before_a_run_folder_exists(tmp_path, model_cache
 
 def test_the_cap_of_the_setting_applies_where_it_is_below_the_context(tmp_path, model_cache):
     config = config_for(two_gaussians(40), tmp_path, max_example_tokens=12)
-    with pytest.raises(LiftError, match=r"40 of 40 rows make examples longer than 12 tokens \(the max_example_tokens "
+    with pytest.raises(LiftError, match=r"40 of 40 rows make examples longer than 12 tokens \(the longest-example "
                                         r"setting\); the longest has \d+ tokens"):
         check(config)
     check(config_for(two_gaussians(40), tmp_path, max_example_tokens=200))

@@ -163,9 +163,9 @@ def test_unmatched_brace(text):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"kind": "fancy"}, "unknown template kind 'fancy'; choose one of lift, names, sentence, custom"),
-    ({"kind": "custom"}, "needs text"),
-    ({"kind": "custom", "text": "  \n"}, "needs text"),
+    ({"kind": "fancy"}, "Unknown template kind 'fancy'; choose one of lift, names, sentence, custom"),
+    ({"kind": "custom"}, "template is empty"),
+    ({"kind": "custom", "text": "  \n"}, "template is empty"),
     ({"kind": "custom", "text": "no columns {{here}}"}, "no {column} placeholders"),
     ({"decimals": -1}, "decimals"),
     ({"decimals": 9}, "decimals"),
