@@ -1,5 +1,6 @@
 """LIFT Studio's web interface. It holds no ML logic: every computation is a call into lift_core."""
 
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -7,6 +8,7 @@ import gradio as gr
 from lift_core import models
 from lift_core.launcher import TrainingLauncher
 from lift_ui.context import AppContext
+from lift_ui.tables import NO_TABLE_LINE, active_table_line
 from lift_ui.tabs import data_tab, evaluate_tab, explore_tab, prompt_tab, runs_tab, train_tab
 
 TITLE = "LIFT Studio"
@@ -42,10 +44,12 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
             )
         if notice:
             gr.Markdown(f"⚠️ **{notice}**")
+        # Above the tab bar, so it shows on every tab (gradio's tab bar holds nothing but the tabs).
+        context.table_lines = [gr.Markdown(NO_TABLE_LINE, elem_classes="table-line")]
         context.data_path = gr.State(None)
-        # The model list, each model with its size, download and licence; a public server's own list by name only.
-        choices = list(allowed_models) if allowed_models else [
-            (f"{name} ({listed.description(name)})", name) for name, listed in models.LISTED_MODELS.items()]
+        # Names only, so a choice is never cut off; the Train tab describes the chosen model (size, download,
+        # licence) under the list.
+        choices = list(allowed_models or models.LISTED_MODELS)
         context.model = gr.Dropdown(
             choices=choices, value=default_model,
             allow_custom_value=not allowed_models,
@@ -53,4 +57,13 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
         )
         for tab in (data_tab, prompt_tab, train_tab, evaluate_tab, explore_tab, runs_tab):
             tab.build(context)
+        choice = [context.data_path, context.target, context.features, context.task]
+        gr.on([app.load] + [component.change for component in choice], partial(table_lines, context.table_lines),
+              choice, context.table_lines, api_name="table_line", trigger_mode="always_last", show_progress="hidden")
     return app
+
+
+def table_lines(lines: list[gr.Markdown], data_path, target, features, task) -> dict:
+    """Every active-table line (one above the tabs, one in the Train tab) names the table and the choice on it."""
+    line = active_table_line(data_path, target, features, task)
+    return {component: line for component in lines}

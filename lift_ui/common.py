@@ -1,6 +1,8 @@
 """What several tabs show the same way: problems, the majority-class warning, run pickers, progress bars,
 downloads, and the controls of TrainConfig's settings."""
 
+import math
+import numbers
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from lift_core.runs import trained_run_names
 # Asking a model holds it in memory and keeps every core busy: one such job per server at a time, the others
 # wait in gradio's queue (which shows each its place), and training status and previews stay quick meanwhile.
 MODEL_JOB = {"concurrency_id": "model_inference", "concurrency_limit": 1}
+# Significant digits of the numbers a page shows (0.8586, not 0.8585984175660241; 2.891e-05, not 0); the files
+# to download keep every digit.
+DISPLAY_DIGITS = 4
 
 
 def error_message(error: Exception) -> str:
@@ -26,6 +31,28 @@ def majority_note(results: dict) -> str:
     """A paragraph to append when a classifier does no better than always answering its commonest class."""
     warning = majority_warning(results)
     return f"\n\n⚠️ {warning}" if warning else ""
+
+
+def shown_number(value):
+    """A number as a page shows it: DISPLAY_DIGITS significant digits, never fewer than its whole part."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value == 0:
+        return value
+    return round(value, max(0, DISPLAY_DIGITS - 1 - math.floor(math.log10(abs(value)))))
+
+
+def rounded_for_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a table whose decimal numbers are as a page shows them."""
+    shown = frame.copy()
+    for name in frame.columns[[pd.api.types.is_float_dtype(dtype) for dtype in frame.dtypes]]:
+        shown[name] = frame[name].map(shown_number)
+    return shown
+
+
+def rounded(results: dict | None) -> dict | None:
+    """A results dict (eval.json) with its numbers as a page shows them."""
+    if results is None:
+        return None
+    return {key: shown_number(value) if isinstance(value, float) else value for key, value in results.items()}
 
 
 def run_choices(runs_dir, current: str | None = None) -> gr.Dropdown:

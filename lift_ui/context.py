@@ -27,6 +27,8 @@ class AppContext:
     model: gr.Dropdown | None = None           # created unrendered: the Prompt tab reads it, Train renders it
     training_run: gr.State | None = None       # the run the Train tab follows (its folder)
     training_timer: gr.Timer | None = None     # the Train tab's poll; another tab that starts a run switches it on
+    # Lines naming the active table, target, task and feature count: one under the tab bar, one in the Train tab.
+    table_lines: list[gr.Markdown] | None = None
 
     @property
     def uploads_dir(self) -> Path:
