@@ -47,7 +47,7 @@ def run_speed(run: Run, launched: float | None = None, exited: float | None = No
     the pause). `launched` and `exited` are the process's own bounds when the caller timed them."""
     status, results = run.status(), run.eval_results() or {}
     rows = [row for row in run.metrics() if row.get("tokens_per_s")]
-    if not rows or [entry["state"] for entry in status.get("history", [])].count("running") > 1:
+    if not rows or Run.resumed_history(status):
         return None
     begun = launched or run.launch_record().get("launched") or status.get("created")
     ended = exited or status.get("finished")
@@ -88,7 +88,7 @@ def speeds_path() -> Path:
 def _calibrate(config: TrainConfig, dataset: Dataset, splits: Splits) -> Speed:
     with tempfile.TemporaryDirectory(prefix="lift-calibration-") as folder:
         trial = trial_config(config, dataset, splits, Path(folder))
-        run_dir, log_path = Path(folder) / "run", Path(folder) / "log.txt"
+        run_dir, log_path = Path(folder) / "run", Path(folder) / "output.txt"
         launched = time.time()
         with open(log_path, "w") as log:
             try:

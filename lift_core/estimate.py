@@ -107,6 +107,11 @@ def estimate_duration(config: TrainConfig, runs_dir, calibrate: bool = False) ->
                     validation_seconds, speed.overhead_s)
 
 
+def needs_timing(config: TrainConfig, runs_dir) -> bool:
+    """Whether a calibrating estimate would time the model first: no finished run of it here, nothing cached."""
+    return _past_run_speed(config, runs_dir) is None and calibration.cached_speed(config) is None
+
+
 def trained_layer_share(config: TrainConfig) -> float:
     """The share of the model's layers a step runs through: those with LoRA when lora_layers caches the rest."""
     found = models.model_architecture(config.model, config.trust_remote_code) if config.lora_layers else None

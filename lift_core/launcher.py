@@ -45,10 +45,6 @@ class TrainingLauncher:
         """Whether a launched run has recorded its end but its process has not exited yet."""
         return any(identity_alive(run.launch_record()) for run in list_runs(self.runs_dir))
 
-    def latest_run(self) -> Run | None:
-        """What a freshly opened page shows: the training in progress, else the most recent run."""
-        return self.active_run() or next(iter(list_runs(self.runs_dir)), None)
-
     def _launching_runs(self) -> list[Run]:
         # Launched, but the subprocess has not written config.json yet, so list_runs cannot see them.
         folders = [Run(path) for path in self.runs_dir.iterdir() if path.is_dir()]
@@ -74,13 +70,21 @@ class TrainingLauncher:
         first timed by a short training, unless one is training: each would slow the other, and the timing be off.
         """
         from lift_core.estimate import estimate_duration
+        from lift_core.training import check_training_inputs
 
         self.check_model(config.model)
         if not calibrate or self.active_run() is not None:
             return estimate_duration(config, self.runs_dir)
-        # Held like a launch, so that no training starts while the calibration's runs.
+        check_training_inputs(config)  # a mistake is told at once, not after waiting for the launch lock
+        # Held like a launch, so that no training starts while the calibration runs.
         with self._exclusive():
             return estimate_duration(config, self.runs_dir, calibrate=True)
+
+    def will_time(self, config: TrainConfig) -> bool:
+        """Whether estimate(config, calibrate=True) would first time the model: a page says so while it waits."""
+        from lift_core.estimate import needs_timing
+
+        return self.active_run() is None and needs_timing(config, self.runs_dir)
 
     def start(self, config: TrainConfig) -> Run:
         from lift_core.training import check_training_inputs

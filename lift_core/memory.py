@@ -102,11 +102,11 @@ class MemoryEstimate:
 
     def summary(self) -> str:
         unit = " per GPU" if self.on_gpu else (f" per process × {self.processes}" if self.processes > 1 else "")
-        parts = (f"weights {_gib(self.weights)} · LoRA+optimizer {_gib(self.lora)} · activations "
-                 f"{_gib(self.activations)} · runtime {_gib(self.runtime)}")
-        line = f"Training memory ≈ {_gib(self.total)} GiB{unit} ({parts})"
+        parts = (f"weights {readable_size(self.weights)} · LoRA+optimizer {readable_size(self.lora)} · activations "
+                 f"{readable_size(self.activations)} · runtime {readable_size(self.runtime)}")
+        line = f"Training memory ≈ {readable_size(self.total)}{unit} ({parts})"
         if self.available is not None:
-            line += f" of {_gib(self.available)} GiB {self.where}"
+            line += f" of {readable_size(self.available)} {self.where}"
         if self.fits is False:
             line = f"⚠️ {line}: **it will not fit.** {self._advice()}"
         return "  \n".join((line, *self.notes))
@@ -118,9 +118,14 @@ class MemoryEstimate:
         return f"Try {', '.join(options)} or a smaller model."
 
 
-def _gib(n_bytes: float) -> str:
-    gib = n_bytes / GIB
-    return f"{gib:.2f}" if gib < 0.095 else f"{gib:.1f}"
+def readable_size(n_bytes: float) -> str:
+    """Bytes in the largest binary unit they fill at least once, to a tenth below 100: a tiny model's parts are
+    KiB, where GiB would read 0.00."""
+    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            break
+    value = n_bytes / size
+    return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
 
 
 def _wrapped_layers(architecture: models.Architecture, config: TrainConfig) -> list[tuple[int, int]]:

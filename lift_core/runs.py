@@ -161,6 +161,13 @@ class Run:
         """The recorded status, as it is on disk."""
         return read_json(self.path / _STATUS) or {"state": "queued"}
 
+    @staticmethod
+    def resumed_history(status: dict) -> list[str] | None:
+        """The states a resumed run went through (queued, running, stopped, queued, ...), from its status; None for
+        a run that ran once, whose state says it all."""
+        states = [entry["state"] for entry in status.get("history", [])]
+        return states if states.count("running") > 1 else None
+
     def launch_record(self) -> dict:
         """What the launcher recorded of the process it started: pid, pid_start, launched (empty if none)."""
         return read_json(self.path / _LAUNCHER) or {}

@@ -4,6 +4,7 @@ what autograd really keeps, the Train tab's memory line, hub models without netw
 against the measured peak of real trainings."""
 
 import os
+import re
 from dataclasses import replace
 
 import pytest
@@ -191,14 +192,28 @@ def test_the_summary_names_each_part_and_warns_when_it_will_not_fit():
     parts = {"weights": int(0.4 * GIB), "lora": int(0.05 * GIB), "activations": int(0.92 * GIB),
              "runtime": GIB // 2}
     fitting = MemoryEstimate(**parts, on_gpu=True, available=int(70.1 * GIB), where="free on NVIDIA H100")
-    assert fitting.summary() == ("Training memory ≈ 1.9 GiB per GPU (weights 0.4 · LoRA+optimizer 0.05 · "
-                                 "activations 0.9 · runtime 0.5) of 70.1 GiB free on NVIDIA H100")
+    assert fitting.summary() == ("Training memory ≈ 1.9 GiB per GPU (weights 410 MiB · LoRA+optimizer 51.2 MiB · "
+                                 "activations 942 MiB · runtime 512 MiB) of 70.1 GiB free on NVIDIA H100")
     tight = replace(fitting, available=GIB)
     assert tight.fits is False and tight.summary().startswith("⚠️ Training memory ≈ 1.9 GiB per GPU")
     assert "will not fit" in tight.summary() and "4-bit" in tight.summary()
     on_cpu = MemoryEstimate(**parts, on_gpu=False, processes=2, available=3 * GIB, where="available RAM")
     assert on_cpu.fits is False and "per process × 2" in on_cpu.summary()  # a CPU holds both processes
     assert MemoryEstimate(**parts, on_gpu=False).fits is None  # nothing to compare with
+
+
+@pytest.mark.parametrize("n_bytes, shown", [(340 * 2**10, "340 KiB"), (5.44 * 2**20, "5.4 MiB"),
+                                             (544 * 2**20, "544 MiB"), (GIB - 2**20, "1023 MiB"), (GIB, "1.0 GiB"),
+                                             (70.14 * GIB, "70.1 GiB"), (0, "0.0 KiB")])
+def test_sizes_are_shown_in_the_largest_unit_they_fill(n_bytes, shown):
+    assert memory.readable_size(n_bytes) == shown
+
+
+def test_the_tiny_models_memory_line_reads_in_kib_and_mib_not_zero_gib():
+    line = memory.memory_summary(TrainConfig(model="tiny", quant="none"))
+    assert line.startswith("Training memory ≈ ") and " MiB (weights " in line and "0.00" not in line
+    assert re.search(r"weights \d+ KiB · LoRA\+optimizer \d+ KiB · activations [\d.]+ MiB · runtime 544 MiB\)",
+                     line), line
 
 
 def test_on_a_multi_gpu_machine_the_estimate_is_per_gpu_against_the_least_free_one(monkeypatch):
@@ -254,12 +269,25 @@ def test_the_rows_are_counted_with_the_models_tokenizer_and_read_again_when_the_
 
 
 def test_the_memory_line_through_the_web_api(client, monkeypatch):
-    line = client.predict(target=None, model="tiny", quant="none", batch_size=4, api_name="/memory")
+    line, message = client.predict(target=None, model="tiny", quant="none", batch_size=4, api_name="/memory")
     assert line.startswith("Training memory ≈") and ("available RAM" in line or "free on" in line)
     monkeypatch.setattr(memory, "_memory_available", lambda: 2**20)  # the server runs in this process
     monkeypatch.setattr(models, "has_cuda", lambda: False)
-    line = client.predict(target=None, model=HUB_MODEL, quant="none", batch_size=4, api_name="/memory")
+    line, message = client.predict(target=None, model=HUB_MODEL, quant="none", batch_size=4, api_name="/memory")
     assert line.startswith("⚠️ Training memory") and "will not fit" in line and "model list" in line
+
+
+def test_a_setting_the_memory_line_cannot_use_is_said_once_in_the_message_line_until_it_is_fixed(client):
+    line, message = client.predict(target=None, model="", quant="none", batch_size=4, api_name="/memory")
+    assert line == "" and message.startswith("⚠️ Choose a model")
+    # Fixed: the memory line is back, and the warning, now out of date, goes.
+    line, message = client.predict(target=None, model="tiny", quant="none", batch_size=4, message_shown=message,
+                                   api_name="/memory")
+    assert line.startswith("Training memory ≈") and message == ""
+    # Other news in the message line (a run started) stays: gradio's update that changes nothing.
+    _, message = client.predict(target=None, model="tiny", quant="none", batch_size=4,
+                                message_shown="Started run `x`.", api_name="/memory")
+    assert message == {"__type__": "update"}
 
 
 # ---------- hub models without network ----------

@@ -2,6 +2,7 @@
 majority-class warning in the Train and Evaluate tabs; all without a server or a model."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import gradio as gr
@@ -12,12 +13,14 @@ from lift_core import models
 from lift_core.config import SETTINGS
 from lift_core.errors import LiftError
 from lift_core.presets import PRESET_FIELDS
+from lift_core.processes import process_identity
 from lift_core.runs import create_run
 
 from helpers import put_in_state
-from lift_ui.figures.training import loss_curve, overlay
+from lift_ui.figures.training import loss_curve
 from lift_ui.tabs.evaluate_tab import evaluate
-from lift_ui.tabs.train_tab import make_config, preset_values, state_message
+from lift_ui.tabs.train_tab import (NO_RUN, make_config, model_note, preset_help, preset_values, remembered_run,
+                                   run_buttons, start, state_message, status, unasked_estimate)
 
 ROWS = [
     {"step": 1, "loss": 3.0, "decision_loss": 0.9},
@@ -69,20 +72,6 @@ def test_rows_without_decision_loss_or_score_give_the_plain_loss_plot():
     assert loss_curve([]).layout.annotations[0].text == "No loss logged yet"
 
 
-def test_the_overlay_tells_series_apart_by_dash_and_regression_scores_by_name():
-    regression = [{"step": 1, "loss": 1.0, "decision_loss": 2.0}, {"step": 1, "eval_loss": 1.0, "val_rae": 1.4}]
-    figure = overlay({"a": ROWS, "b": regression})
-    traces = traces_by_name(figure)
-    assert "a: val accuracy" in traces and "b: val RAE" in traces and "b: train decision loss" in traces
-    dashes = [traces[f"a: {name}"].line.dash for name in ("train loss", "eval loss", "train decision loss",
-                                                          "eval decision loss", "val accuracy")]
-    assert len(set(dashes)) == len(dashes)
-    assert figure.layout.yaxis2.title.text == "validation score"  # accuracy and RAE share the axis
-    assert figure.layout.yaxis2.range is None
-
-
-# ---------- settings ----------
-
 def test_preset_values_follow_the_preset_fields():
     values = dict(zip(PRESET_FIELDS, preset_values("Paper")))
     assert values["lr"] == 1e-4 and values["lora_r"] == 16 and values["warmup"] == 0.002 and values["max_steps"] == 0
@@ -96,8 +85,100 @@ def test_make_config_takes_the_warm_up_share():
 def test_make_config_without_a_table_when_none_is_required():
     config = make_config(None, None, [], "auto", "lift", "", 2, "tiny", table_required=False, batch_size=8)
     assert config.data == "" and config.target == "" and config.batch_size == 8
-    with pytest.raises(LiftError, match="No data loaded"):
+    with pytest.raises(LiftError, match="Load a table in the Data tab first"):
         make_config(None, None, [], "auto", "lift", "", 2, "tiny", batch_size=8)
+
+
+def test_the_preset_help_follows_the_chosen_preset_and_the_model_note_the_chosen_model():
+    assert preset_help("Quick look").startswith("**Quick look**: 80 steps")
+    assert model_note("tiny") == f"`tiny`: {models.LISTED_MODELS['tiny'].description('tiny')}."
+    assert "hub id" in model_note("some-org/some-model") and model_note("") == ""
+
+
+# ---------- what the tab shows of a run, and its buttons ----------
+
+def button_states(buttons) -> tuple[bool, bool, bool, str]:
+    """Whether Start, Stop and Resume are enabled as the poll returns them, and Stop's variant (red: "stop")."""
+    start_button, stop_button, resume_button = buttons
+    return start_button.interactive, stop_button.interactive, resume_button.interactive, stop_button.variant
+
+
+@pytest.fixture
+def page(tmp_path):
+    """What the Train tab's handlers get: a server context with a runs folder and its launcher."""
+    from lift_core.launcher import TrainingLauncher
+
+    return SimpleNamespace(runs_dir=tmp_path / "runs", launcher=TrainingLauncher(tmp_path / "runs"))
+
+
+def test_with_nothing_running_stop_is_disabled_and_not_red_and_only_start_is_offered(page):
+    assert button_states(run_buttons(None, {})) == (True, False, False, "secondary")
+    finished = create_run(page.runs_dir / "finished", {"model": "tiny"})
+    put_in_state(finished, "completed")
+    # A completed run cannot be resumed.
+    assert button_states(run_buttons(finished, finished.status())) == (True, False, False, "secondary")
+
+
+@pytest.mark.parametrize("state", ["queued", "running"])
+def test_while_the_run_is_active_start_is_disabled_and_stop_is_red(page, state):
+    run = create_run(page.runs_dir / "run", {"model": "tiny"})
+    put_in_state(run, state)
+    assert button_states(run_buttons(run, run.status())) == (False, True, False, "stop")
+
+
+def test_resume_is_offered_only_for_a_run_the_engine_can_resume(page, monkeypatch):
+    from lift_core.runs import Run
+
+    run = create_run(page.runs_dir / "run", {"model": "tiny"})
+    put_in_state(run, "stopped")
+    assert run.resume_problem() and not run_buttons(run, run.status())[2].interactive  # no splits saved yet
+    monkeypatch.setattr(Run, "resume_problem", lambda self: None)
+    assert run_buttons(run, run.status())[2].interactive
+
+
+def test_a_fresh_page_shows_no_earlier_finished_run_but_follows_the_one_training_now(page, monkeypatch):
+    finished = create_run(page.runs_dir / "finished", {"model": "tiny"})
+    put_in_state(finished, "completed")
+    finished.append_metrics({"step": 1, "loss": 1.0})
+    followed, plot, progress, log, state, timer, *buttons = status(page, None, False, 0)
+    assert followed is None and state == NO_RUN and not timer.active and not plot.data
+    assert button_states(buttons) == (True, False, False, "secondary")
+
+    training = create_run(page.runs_dir / "training", {"model": "tiny"})
+    training.start(process_identity(os.getpid()))  # this test's process stands in for the training
+    monkeypatch.setattr(page.launcher, "active_run", lambda: training)
+    followed, plot, progress, log, state, timer, *buttons = status(page, None, False, 0)
+    assert followed == str(training.path) and "training" in state and timer.active
+    assert button_states(buttons) == (False, True, False, "stop")
+    # The page's own run, though finished, is followed over the one training now.
+    assert status(page, str(finished.path), False, 0)[0] == str(finished.path)
+
+
+def test_a_refreshed_page_follows_the_run_its_browser_remembers_if_it_is_one_of_this_servers(page, tmp_path):
+    run = create_run(page.runs_dir / "run", {"model": "tiny"})
+    assert remembered_run(page, str(run.path)) == str(run.path)
+    outside = create_run(tmp_path / "elsewhere" / "other", {"model": "tiny"})
+    assert remembered_run(page, str(outside.path)) is None  # the browser's word is only a listed run's name
+    assert remembered_run(page, None) is None and remembered_run(page, {"path": "/"}) is None
+
+
+def test_a_resumed_run_shows_how_it_got_to_its_end(tmp_path):
+    run = create_run(tmp_path / "run", {"model": "tiny"})
+    put_in_state(run, "completed")
+    assert "History" not in state_message(run, run.status(), has_metrics=True)  # never resumed: its end says it all
+    resumed = create_run(tmp_path / "resumed", {"model": "tiny"})
+    for state in ("running", "stopped", "queued", "running", "completed"):
+        resumed._transition(state)
+    message = state_message(resumed, resumed.status(), has_metrics=True)
+    assert "completed" in message
+    assert message.endswith("History: queued → running → stopped → queued → running → completed")
+
+
+def test_a_start_that_fails_says_why_once_and_the_estimate_after_it_keeps_quiet(page):
+    _, message, started_config = start(page, data=None, target=None, features=[], task="auto", template="lift",
+                                       template_text="", decimals=2, model="tiny", batch_size=8)
+    assert message.startswith("⚠️ Load a table in the Data tab first") and started_config is None
+    assert unasked_estimate(page, started_config) == gr.skip()  # the estimate line does not repeat it
 
 
 # ---------- the multi-GPU settings ----------

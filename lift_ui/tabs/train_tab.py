@@ -11,14 +11,14 @@ import gradio as gr
 from lift_core import models
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
 from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError
-from lift_core.estimate import estimate_duration
 from lift_core.launcher import FORCE_AFTER_S, ran_out_of_memory, training_command
 from lift_core.memory import memory_summary
 from lift_core.metrics import metrics_line
 from lift_core.presets import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, apply_preset
-from lift_core.runs import ACTIVE_STATES, Run
+from lift_core.runs import ACTIVE_STATES, Run, find_run
 from lift_ui.common import error_message, majority_note, setting_control
 from lift_ui.context import AppContext
+from lift_ui.tables import NO_TABLE, NO_TABLE_LINE, NO_TARGET
 from lift_ui.figures.training import loss_curve
 
 POLL_SECONDS = 1.5
@@ -30,12 +30,15 @@ STOP_MESSAGES = {
                "Stop, press Stop again to kill it (without saving an adapter).",
     "killed": "Killed run `{name}`; no adapter was saved.",
 }
-NO_RUN = "No training run yet. Load a table in the Data tab, choose the settings above and press **Start**."
+# The line above the tabs already says when no table is loaded.
+NO_RUN = "No training run on this page yet: choose the settings above and press **Start training**."
+CALIBRATING = "⏱️ Timing a few training steps of `{model}` on this machine, once per model…"
+# Where a browser keeps the run its Train tab follows, so that a refreshed page follows it again.
+FOLLOWED_RUN_KEY = "lift-studio-train-run"
 # What the memory estimate depends on: the table's token lengths, the model and how it is trained.
 MEMORY_SETTINGS = ("data", "target", "features", "task", "template", "template_text", "decimals", "trim_zeros",
                    "model", "quant", "batch_size", "lora_r", "lora_targets", "lora_dropout", "lora_layers",
                    "num_processes")
-PRESET_HELP = "  \n".join(f"**{name}**: {preset.description}" for name, preset in PRESETS.items())
 DECISION_LOSS_HELP = (
     "*Decision loss* = loss of the first answer token where the classes differ; the format tokens (`@@@`) are "
     "learned in a few steps and hide it in the mean loss. If it stays near ln(number of classes), the model is "
@@ -51,9 +54,9 @@ def make_config(data, target, features, task, template, template_text, decimals,
     `table_required`, a config without a table or target is one too.
     """
     if table_required and not data:
-        raise LiftError("No data loaded yet: load or generate a table in the Data tab first.")
+        raise LiftError(NO_TABLE)
     if table_required and not target:
-        raise LiftError("Choose the target column in the Data tab.")
+        raise LiftError(NO_TARGET)
     if not (model or "").strip():
         raise LiftError("Choose a model: one from the list, a hub id or a local folder.")
     empty = [name for name, value in settings.items() if value is None or value == ""]
@@ -74,6 +77,19 @@ def preset_values(name: str) -> list:
     """The preset's values of PRESET_FIELDS, in that order: what the preset selector puts into the settings."""
     values = apply_preset(name)
     return [values[field] for field in PRESET_FIELDS]
+
+
+def preset_help(name: str) -> str:
+    return f"**{name}**: {PRESETS[name].description}"
+
+
+def model_note(model) -> str:
+    """The chosen model's size, download and licence, which the model list, names only, leaves out."""
+    model = (model or "").strip()
+    listed = models.LISTED_MODELS.get(model)
+    if listed is None:
+        return "A hub id (downloaded when a run first loads it) or a local folder." if model else ""
+    return f"`{model}`: {listed.description(model)}."
 
 
 def _duration(seconds) -> str:
@@ -116,6 +132,13 @@ def failure_message(run: Run, status: dict) -> str:
 
 
 def state_message(run: Run, status: dict, has_metrics: bool) -> str:
+    """What became of the run and, when it was resumed, the way it went: its end alone would hide that it was
+    stopped or interrupted on the way."""
+    history = Run.resumed_history(status)
+    return _state_line(run, status, has_metrics) + (f"\n\nHistory: {' → '.join(history)}" if history else "")
+
+
+def _state_line(run: Run, status: dict, has_metrics: bool) -> str:
     state = status.get("state")
     if state in ACTIVE_STATES:
         doing = "training" if has_metrics else "loading data and model"
@@ -135,6 +158,12 @@ def resume_hint(run: Run) -> str:
     return "" if run.resume_problem() else f"\n\n↻ **Resume** continues it {run.resume_point()}."
 
 
+def settled(message_shown) -> str:
+    """The message line once the settings give an estimate again: a warning there answered an earlier action and
+    is out of date (it comes back if the mistake is made again); other news stays."""
+    return "" if (message_shown or "").startswith(error_message("")) else gr.skip()
+
+
 def show_command(ctx: AppContext, **values):
     try:
         config = make_config(**values)
@@ -144,39 +173,67 @@ def show_command(ctx: AppContext, **values):
     return shlex.join(["python", *line[1:]]), "", gr.Accordion(open=True)
 
 
-def estimate(ctx: AppContext, **values) -> str:
+def estimate(ctx: AppContext, message_shown, **values):
+    """The Estimate button: the duration of the run the settings describe, from a short timed training of the model
+    the first time it is asked for here (the progress text says so meanwhile). A mistake goes to the message line
+    only."""
     try:
         config = make_config(**values)
+        config.check()  # before the timing text: settings that cannot train are not timed
         ctx.launcher.check_model(config.model)
-        return estimate_duration(config, ctx.runs_dir).summary()
+        if ctx.launcher.will_time(config):
+            yield CALIBRATING.format(model=config.model), gr.skip()
+        yield ctx.launcher.estimate(config, calibrate=True).summary(), settled(message_shown)
     except LiftError as error:
-        return error_message(error)
+        yield "", error_message(error)
 
 
-def memory(ctx: AppContext, **values) -> str:
-    """The memory line: what training the chosen model needs against what this machine has free."""
+def unasked_estimate(ctx: AppContext, config: TrainConfig | None) -> str:
+    """The estimate shown without being asked for (of the run just started, or after a preset): never timed, which
+    would take a while or slow the training, and silent on a mistake, which Start's message says."""
+    if config is None:  # Start launched nothing
+        return gr.skip()
+    try:
+        return ctx.launcher.estimate(config).summary()
+    except LiftError:
+        return ""
+
+
+def preset_estimate(ctx: AppContext, **values) -> str:
+    try:
+        config = make_config(**values)
+    except LiftError:
+        return ""
+    return unasked_estimate(ctx, config)
+
+
+def memory(ctx: AppContext, message_shown, **values):
+    """The memory line: what training the chosen model needs against what this machine has free; a setting it
+    cannot use is said in the message line, as soon as it is chosen."""
     try:
         config = make_config(table_required=False, **values)
         ctx.launcher.check_model(config.model)
-        return memory_summary(config)
+        return memory_summary(config), settled(message_shown)
     except LiftError as error:
-        return error_message(error)
+        return "", error_message(error)
 
 
 def start(ctx: AppContext, **values):
+    """Launches the run, and hands its config on for the estimate shown once it has started."""
     try:
-        run = ctx.launcher.start(make_config(**values))
+        config = make_config(**values)
+        run = ctx.launcher.start(config)
     except LiftError as error:
-        return gr.skip(), error_message(error)
-    return str(run.path), f"Started run `{run.name}`."
+        return gr.skip(), error_message(error), None
+    return str(run.path), f"Started run `{run.name}`.", config
 
 
 def resume(ctx: AppContext, run_path):
-    """Resume this page's run, else the server's latest."""
+    """Resume the run this page follows (the Runs tab resumes any other)."""
     try:
-        run = Run(run_path) if run_path and Path(run_path).is_dir() else ctx.launcher.latest_run()
-        if run is None:
-            raise LiftError("There is no run to resume yet.")
+        if not (run_path and Path(run_path).is_dir()):
+            raise LiftError("This page follows no run to resume: choose one in the Runs tab and resume it there.")
+        run = Run(run_path)
         point = ctx.launcher.resume(run)
     except LiftError as error:
         return gr.skip(), error_message(error)
@@ -191,15 +248,44 @@ def stop(ctx: AppContext) -> str:
     return STOP_MESSAGES[outcome].format(name=run.name, seconds=FORCE_AFTER_S)
 
 
+def followed_run(ctx: AppContext, run_path) -> Run | None:
+    """The run this page follows: the one it started or resumed, else the one training on the server now. Never
+    an earlier run nobody here asked for."""
+    if run_path and Path(run_path).is_dir():
+        return Run(run_path)
+    return ctx.launcher.active_run()
+
+
+def remembered_run(ctx: AppContext, remembered) -> str | None:
+    """The run the browser followed before the page was refreshed, if it is still one of this server's runs: what a
+    browser sends is only trusted as the name of a listed run."""
+    if not (remembered and isinstance(remembered, str)):
+        return None
+    try:
+        return str(find_run(ctx.runs_dir, Path(remembered).name).path)
+    except LiftError:
+        return None
+
+
+def run_buttons(run: Run | None, run_status: dict) -> tuple[gr.Button, gr.Button, gr.Button]:
+    """Start, Stop and Resume as the followed run's state allows: no second start while it is active, Stop (in red)
+    only then, Resume only where the engine can continue the run."""
+    active = run_status.get("state") in ACTIVE_STATES
+    return (gr.Button(interactive=not active), gr.Button(interactive=active, variant="stop" if active else "secondary"),
+            gr.Button(interactive=run is not None and run.resume_problem() is None))
+
+
 def status(ctx: AppContext, run_path, log_y, smoothing):
-    """The loss plot, progress, log tail and state of this page's run, else of the server's latest run."""
-    run = Run(run_path) if run_path and Path(run_path).is_dir() else ctx.launcher.latest_run()
+    """The followed run (kept as this page's), its loss plot, progress, log tail and state, the poll's next tick,
+    and the buttons; a page that follows no run shows an empty plot and how to start one."""
+    run = followed_run(ctx, run_path)
     if run is None:
-        return loss_curve([]), "", "", NO_RUN, gr.Timer(active=False)
+        return None, loss_curve([]), "", "", NO_RUN, gr.Timer(active=False), *run_buttons(None, {})
     rows, run_status = run.metrics(), run.reconcile()
     active = run_status.get("state") in ACTIVE_STATES
-    return (run_loss_curve(json.dumps(rows), log_y, smoothing), progress_html(rows, active), run.log_tail(LOG_LINES),
-            state_message(run, run_status, bool(rows)), gr.Timer(active=active or ctx.launcher.finishing(run)))
+    return (str(run.path), run_loss_curve(json.dumps(rows), log_y, smoothing), progress_html(rows, active),
+            run.log_tail(LOG_LINES), state_message(run, run_status, bool(rows)),
+            gr.Timer(active=active or ctx.launcher.finishing(run)), *run_buttons(run, run_status))
 
 
 @lru_cache(maxsize=16)
@@ -218,22 +304,33 @@ def gpu_controls() -> dict:
     return {"num_processes": setting_control("num_processes", value=count, minimum=1, maximum=count)}
 
 
+def model_row(ctx: AppContext) -> tuple[gr.Radio, dict, gr.Markdown]:
+    """The model across most of the page's width with its description under it, the quantization beside it, then
+    the memory line."""
+    gr.Markdown("### Model")
+    with gr.Row():
+        with gr.Column(scale=3):
+            ctx.model.render()
+            note = gr.Markdown(model_note(ctx.model.value))
+        quant = gr.Radio(list(models.QUANT_MODES), value=ctx.default_quant, label=SETTINGS["quant"].metadata["label"],
+                         info=f"{SETTINGS['quant'].metadata['help']}. This server: {ctx.hardware}", scale=2)
+    ctx.model.change(model_note, ctx.model, note, api_visibility="private", show_progress="hidden")
+    gpus = gpu_controls()
+    return quant, gpus, gr.Markdown()
+
+
 def settings_panel(ctx: AppContext) -> tuple[dict, gr.Radio, gr.Markdown]:
-    """The Model, LoRA and Optimisation columns: this tab's settings keyed by TrainConfig field, the preset, and the
-    memory line."""
+    """The model row, then the Preset, LoRA and Optimisation columns: this tab's settings keyed by TrainConfig
+    field, the preset, and the memory line."""
+    quant, gpus, memory_line = model_row(ctx)
     with gr.Row():
         with gr.Column():
-            gr.Markdown("### Model")
-            ctx.model.render()
-            quant = gr.Radio(list(models.QUANT_MODES), value=ctx.default_quant,
-                             label=SETTINGS["quant"].metadata["label"],
-                             info=f"{SETTINGS['quant'].metadata['help']}. This server: {ctx.hardware}")
-            gpus = gpu_controls()
-            memory_line = gr.Markdown()
-            preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+            gr.Markdown("### Preset")
+            preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, show_label=False,
                               info="Fills the LoRA and optimisation settings (Logging and limits too) and the "
                                    "Prompt tab's trailing zeros; change any of them afterwards.")
-            gr.Markdown(PRESET_HELP)
+            help_line = gr.Markdown(preset_help(DEFAULT_PRESET))
+            preset.change(preset_help, preset, help_line, api_visibility="private", show_progress="hidden")
         with gr.Column():
             gr.Markdown("### LoRA")
             settings = {"lora_r": setting_control("lora_r", minimum=1),
@@ -265,7 +362,7 @@ def run_view() -> tuple[gr.Plot, gr.Checkbox, gr.Slider, gr.Markdown, gr.HTML, g
     bar and log."""
     with gr.Row():
         with gr.Column(scale=3):
-            plot = gr.Plot(label="Loss")
+            plot = gr.Plot(loss_curve([]), label="Loss")
             with gr.Row():
                 log_y = gr.Checkbox(False, label="Log-scale loss")
                 smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA of the train losses)")
@@ -280,41 +377,71 @@ def run_view() -> tuple[gr.Plot, gr.Checkbox, gr.Slider, gr.Markdown, gr.HTML, g
 
 
 def connect_settings(ctx: AppContext, settings: dict, preset: gr.Radio, estimate_button: gr.Button,
-                     estimate_line: gr.Markdown, memory_line: gr.Markdown) -> None:
-    """The preset filling the settings, and the duration and memory estimates of the run they describe."""
+                     lines: tuple[gr.Markdown, gr.Markdown, gr.Markdown], opened) -> None:
+    """The preset filling the settings, and the duration and memory estimates of the run they describe (`lines`:
+    the estimate, memory and message lines)."""
+    estimate_line, memory_line, message = lines
     preset_filled = preset.change(preset_values, preset, [settings[field] for field in PRESET_FIELDS],
                                   api_name="preset")
     # On request and after a preset, not on every keystroke: the estimate reads the table and tokenizes rows.
-    estimate_button.click(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line, api_name="estimate")
-    preset_filled.then(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
+    estimate_button.click(partial(estimate, ctx), inputs_kwargs={"message_shown": message, **settings},
+                          outputs=[estimate_line, message], api_name="estimate")
+    preset_filled.then(partial(preset_estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
                        api_visibility="private")
-    # On page load and whenever one of the settings it depends on changes; cheap after the first time (the
-    # architecture and the table's token lengths are cached).
+    # When the page opens and whenever one of the settings it depends on changes (not the lines it reads); cheap
+    # after the first time: the architecture and the table's token lengths are cached.
     memory_inputs = {name: settings[name] for name in MEMORY_SETTINGS if name in settings}
-    gr.on(None, partial(memory, ctx), inputs_kwargs=memory_inputs, outputs=memory_line, api_name="memory",
-          show_progress="hidden")
+    inputs = {"message_shown": message, **memory_inputs}
+    gr.on([component.change for component in memory_inputs.values()], partial(memory, ctx), inputs_kwargs=inputs,
+          outputs=[memory_line, message], api_name="memory", show_progress="hidden")
+    opened.then(partial(memory, ctx), inputs_kwargs=inputs, outputs=[memory_line, message], show_progress="hidden",
+                api_visibility="private")
+
+
+def page_opened(ctx: AppContext, current_run: gr.State):
+    """The event of a page opening: it follows the run its browser followed before (kept by the browser, so that a
+    refreshed page loses nothing), which the browser reads a moment after the page loads."""
+    remembered = gr.BrowserState(None, storage_key=FOLLOWED_RUN_KEY)
+    current_run.change(lambda path: path, current_run, remembered, api_visibility="private", show_progress="hidden")
+    return gr.on(None, partial(remembered_run, ctx), inputs=remembered, outputs=current_run,
+                 api_visibility="private", show_progress="hidden")
+
+
+def follow_runs(ctx: AppContext, timer: gr.Timer, status_inputs: list, status_outputs: list, launches: list) -> None:
+    """The poll of the followed run: after the page opens or a launch, on each tick while the run is active, and
+    when a plot option changes."""
+    gr.on([timer.tick, *(component.change for component in status_inputs[1:])], partial(status, ctx),
+          inputs=status_inputs, outputs=status_outputs, api_name="status", show_progress="hidden")
+    # Shows a new run at once and switches the timer on.
+    for event in launches:
+        event.then(partial(status, ctx), inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
+                   api_visibility="private")
 
 
 def build(ctx: AppContext) -> None:
     with gr.Tab("Train"):
         gr.Markdown("Finetune the model on the current table with LoRA. Training runs in the background on the "
                     "server: you can close or refresh this page and come back to it.")
+        # The app's line naming the active table, repeated where the choice becomes a run.
+        ctx.table_lines.append(gr.Markdown(NO_TABLE_LINE, elem_classes="table-line"))
         tab_settings, preset, memory_line = settings_panel(ctx)
         with gr.Row():
             start_button = gr.Button("Start training", variant="primary")
-            stop_button = gr.Button("Stop", variant="stop")
-            resume_button = gr.Button("Resume")
+            # Enabled (and red) only while a run is active; the poll switches them as the followed run's state goes.
+            stop_button = gr.Button("Stop", interactive=False)
+            resume_button = gr.Button("Resume", interactive=False)
             command_button = gr.Button("Show command")
             estimate_button = gr.Button("Estimate duration")
         estimate_line = gr.Markdown()
-        message = gr.Markdown()
+        message = gr.Markdown("")  # empty rather than None: the estimates read it (see `settled`)
         with gr.Accordion("Command line", open=False) as command_box:
             command = gr.Code(language="shell", label="The same training from a terminal", interactive=False,
                               lines=2, wrap_lines=True, show_line_numbers=False, buttons=["copy"])
         plot, log_y, smoothing, run_state, progress, log = run_view()
-        current_run = gr.State(None)  # this page's run folder; without one the page follows the runs folder
-        # Ticks once after the page opens (reattaching to the run), then only while a run is active.
-        timer = gr.Timer(POLL_SECONDS)
+        current_run = gr.State(None)  # the folder of the run this page follows
+        opened = page_opened(ctx, current_run)
+        started_config = gr.State(None)  # the config of the run Start just launched, for its estimate
+        timer = gr.Timer(POLL_SECONDS, active=False)  # ticks while the followed run is active
         ctx.training_run, ctx.training_timer = current_run, timer
 
         # Keyed by make_config's parameters (TrainConfig fields), so every button describes the same run, and a
@@ -322,21 +449,17 @@ def build(ctx: AppContext) -> None:
         settings = {"data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
                     "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
                     "trim_zeros": ctx.trim_zeros, "model": ctx.model, **tab_settings}
-        connect_settings(ctx, settings, preset, estimate_button, estimate_line, memory_line)
+        connect_settings(ctx, settings, preset, estimate_button, (estimate_line, memory_line, message), opened)
         command_button.click(partial(show_command, ctx), inputs_kwargs=settings,
                              outputs=[command, message, command_box], api_name="show_command")
-        started = start_button.click(partial(start, ctx), inputs_kwargs=settings, outputs=[current_run, message],
-                                     api_name="start")
+        started = start_button.click(partial(start, ctx), inputs_kwargs=settings,
+                                     outputs=[current_run, message, started_config], api_name="start")
         stop_button.click(partial(stop, ctx), outputs=message, api_name="stop")
         resumed = resume_button.click(partial(resume, ctx), inputs=current_run, outputs=[current_run, message],
                                       api_name="resume")
-        status_inputs, status_outputs = [current_run, log_y, smoothing], [plot, progress, log, run_state, timer]
-        gr.on([timer.tick, log_y.change, smoothing.change], partial(status, ctx), inputs=status_inputs,
-              outputs=status_outputs, api_name="status", show_progress="hidden")
-        # Shows the new run at once and switches the timer on.
-        for launched in (started, resumed):
-            launched.success(partial(status, ctx), inputs=status_inputs, outputs=status_outputs,
-                             show_progress="hidden", api_visibility="private")
-        # After Start has answered, so the page never waits for the estimate; a failing estimate says why.
-        started.success(partial(estimate, ctx), inputs_kwargs=settings, outputs=estimate_line,
-                        api_visibility="private")
+        follow_runs(ctx, timer, [current_run, log_y, smoothing],
+                    [current_run, plot, progress, log, run_state, timer, start_button, stop_button, resume_button],
+                    [opened, started, resumed])
+        # After Start has answered, so the page never waits for the estimate.
+        started.then(partial(unasked_estimate, ctx), inputs=started_config, outputs=estimate_line,
+                     api_visibility="private")
