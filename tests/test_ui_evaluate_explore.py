@@ -5,6 +5,7 @@ import json
 import shutil
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,14 @@ from gradio_client import handle_file
 from helpers import as_frame, new_client, plotly_array, plotly_json, train_tiny, two_gaussians, wait_for
 
 from lift_core.baselines import CLASSIFIERS
+from lift_core.boundary import (EVALUATION_BASIS, SAMPLED_BASIS, SCORED_BASIS, model_boundary,
+                                sampling_estimate)
 from lift_core.runs import Run
 from lift_core.synthetic import make_regression
+from lift_ui.common import shown_number
 from lift_ui.figures.evaluation import MODEL_BAR, baseline_scores_figure, confusion_figure, parity_figure
 from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
+from lift_ui.tabs.evaluate_tab import column_legend, evaluate
 
 CLASSES = ["0", "1"]
 
@@ -46,7 +51,7 @@ def heatmap(figure: dict) -> dict:
 
 def test_evaluate_shows_metrics_confusion_and_predictions(client, runs):
     run = runs["gaussians"]
-    metrics, figure, predictions, download, message = client.predict(run.name, api_name="/evaluate")
+    metrics, figure, predictions, download, legend, message = client.predict(run.name, api_name="/evaluate")
     values = dict(as_frame(metrics).values)
     assert values["Accuracy"] >= 0.9
     assert {"Macro-F1", "Log-loss", "Invalid-output rate"} <= set(values)
@@ -54,9 +59,33 @@ def test_evaluate_shows_metrics_confusion_and_predictions(client, runs):
     confusion = heatmap(plotly_json(figure))
     assert plotly_array(confusion["z"]).sum() == n_test
     assert list(confusion["x"]) == CLASSES
-    assert len(as_frame(predictions)) == n_test
-    assert len(pd.read_csv(download)) == n_test
+    shown = as_frame(predictions)
+    assert len(shown) == n_test
+    saved = pd.read_csv(download)
+    assert len(saved) == n_test
     assert run.name in message
+    # Numbers are rounded on the page only: the download keeps every digit.
+    assert np.allclose(shown["p_0"].astype(float), saved["p_0"].map(shown_number), rtol=0, atol=1e-12)
+    assert (saved["p_0"] != saved["p_0"].map(shown_number)).any()
+    # Every prediction column is explained under the table, the spread among them.
+    assert "`spread`: how unsure the model is" in legend and "`p_<class>`" in legend and "`x1`" not in legend
+
+
+def test_show_test_results_is_primary_only_while_there_is_something_new_to_show(runs, app_server):
+    ctx = SimpleNamespace(runs_dir=app_server["runs_dir"])
+    *_, show, message = evaluate(ctx, runs["gaussians"].name)
+    assert show.variant == "secondary" and message.startswith("Test results of")
+    *_, show, message = evaluate(ctx, "no-such-run")
+    assert show.variant == "primary" and message.startswith("⚠️")
+
+
+def test_the_column_legend_explains_only_the_prediction_columns_present():
+    legend = column_legend(["p_x", "x1", "y_pred", "p_a", "p_b", "spread"], classes=["a", "b"])
+    assert legend.splitlines()[0].startswith("`y_pred`")
+    assert "`p_<class>`" in legend and "normalized entropy" in legend
+    assert "p_x" not in legend and "std" not in legend  # a feature named like a class column is no class column
+    regression = column_legend(["y_pred", "median", "std", "invalid"], classes=None)
+    assert "`std`: the standard deviation of the model's sampled answers" in regression and "spread" not in regression
 
 
 def test_evaluate_scores_a_run_that_stopped_before_its_evaluation(client, runs, app_server):
@@ -66,7 +95,7 @@ def test_evaluate_scores_a_run_that_stopped_before_its_evaluation(client, runs, 
     (stopped.path / "predictions.csv").unlink()
     status = json.loads((stopped.path / "status.json").read_text())
     (stopped.path / "status.json").write_text(json.dumps({**status, "state": "stopped"}))
-    metrics, figure, predictions, download, message = client.predict(stopped.name, api_name="/evaluate")
+    metrics, figure, predictions, download, legend, message = client.predict(stopped.name, api_name="/evaluate")
     assert dict(as_frame(metrics).values)["Accuracy"] >= 0.9
     assert stopped.eval_results()["accuracy"] >= 0.9
     assert (stopped.path / "predictions.csv").exists()
@@ -74,8 +103,8 @@ def test_evaluate_scores_a_run_that_stopped_before_its_evaluation(client, runs, 
 
 def test_evaluate_unknown_run_gives_a_message(client, runs):
     *outputs, message = client.predict("no-such-run", api_name="/evaluate")
-    metrics, figure, predictions, download = outputs
-    assert as_frame(metrics).empty and figure is None and download is None
+    metrics, figure, predictions, download, legend = outputs
+    assert as_frame(metrics).empty and figure is None and download is None and legend == ""
     assert message.startswith("⚠️") and "no-such-run" in message
 
 
@@ -92,19 +121,20 @@ def test_baselines_compare_all_classifiers_with_the_model(client, runs):
 def test_predict_table_predicts_every_uploaded_row(client, runs, tmp_path):
     upload = tmp_path / "new.csv"
     two_gaussians(12, seed=5, std=0.5).drop(columns="y").assign(id=range(12)).to_csv(upload, index=False)
-    table, download, message = client.predict(runs["gaussians"].name, handle_file(str(upload)),
-                                              api_name="/predict_table")
+    table, download, legend, message = client.predict(runs["gaussians"].name, handle_file(str(upload)),
+                                                      api_name="/predict_table")
     predicted = as_frame(table)
     assert len(predicted) == 12 and list(predicted["id"]) == list(range(12))
     assert set(predicted["y_pred"].astype(str)) <= set(CLASSES)
     assert len(pd.read_csv(download)) == 12
+    assert "`spread`" in legend and "`id`" not in legend
 
 
 def test_predict_table_names_missing_columns(client, runs, tmp_path):
     upload = tmp_path / "wrong.csv"
     pd.DataFrame({"x1": [0.0, 1.0], "z": [1.0, 2.0]}).to_csv(upload, index=False)
-    table, download, message = client.predict(runs["gaussians"].name, handle_file(str(upload)),
-                                              api_name="/predict_table")
+    table, download, legend, message = client.predict(runs["gaussians"].name, handle_file(str(upload)),
+                                                      api_name="/predict_table")
     assert as_frame(table).empty and download is None
     assert message.startswith("⚠️") and "x2" in message
 
@@ -142,13 +172,64 @@ def test_a_boundary_shows_a_coarse_picture_first_on_the_same_axes(client, runs):
         assert plotly_json(coarse)["layout"][axis]["range"] == plotly_json(full)["layout"][axis]["range"]
 
 
-def test_variance_maps_vote_entropy(client, runs):
+def test_variance_maps_vote_entropy_on_the_boundary_maps_square(client, runs):
     plot, message = client.predict(runs["gaussians"].name, 10, 0.2, 2, 1.0, api_name="/variance")
     spread = plotly_array(heatmap(plotly_json(plot))["z"])
     assert spread.shape == (10, 10)
     # The normalized entropy of 2 votes between 2 classes: both alike 0, split or both invalid 1, one invalid 0.5.
     assert set(np.round(spread, 6).ravel()) <= {0.0, 0.5, 1.0}
-    assert "invalid" in message
+    assert message.startswith("Sampled 200 answers in ") and "invalid" in message
+    # Same margin, another resolution: the boundary, spread and variance maps share their axes and their square.
+    maps = [*client.predict(runs["gaussians"].name, 20, 0.2, "logreg", api_name="/boundary")[:3], plot]
+    layouts = [plotly_json(figure)["layout"] for figure in maps]
+    for layout in layouts:
+        (x_low, x_high), (y_low, y_high) = layout["xaxis"]["range"], layout["yaxis"]["range"]
+        assert layout["yaxis"]["scaleanchor"] == "x"
+        assert layout["yaxis"]["scaleratio"] == pytest.approx((x_high - x_low) / (y_high - y_low))
+        assert layout["xaxis"]["range"] == layouts[0]["xaxis"]["range"]
+        assert layout["yaxis"]["range"] == layouts[0]["yaxis"]["range"]
+
+
+def test_the_sampling_estimate_scales_with_the_answers_asked_for(runs):
+    run = runs["gaussians"]
+    answers, seconds, basis = sampling_estimate(run, resolution=10, samples=2)
+    assert answers == 200 and seconds > 0 and basis
+    assert sampling_estimate(run, resolution=20, samples=2).seconds == pytest.approx(4 * seconds)
+    assert sampling_estimate(run, resolution=10, samples=6).seconds == pytest.approx(3 * seconds)
+    assert sampling_estimate(runs["line"], resolution=10, samples=2).answers == 20  # one feature: a line of points
+
+
+class InstantPredictor:
+    """Answers every grid point at once, as a class-0 vote: a stand-in model for timing alone."""
+    def predict(self, grid, samples, temperature, progress):
+        return pd.DataFrame({"y_pred": ["0"] * len(grid)})
+
+
+def test_the_sampling_estimate_goes_by_the_closest_measured_speed(runs, tmp_path):
+    """The run's test evaluation at first, then its grids: a scored boundary map, a sampled map best."""
+    run = Run(tmp_path / "copy")  # a folder of its own: no grid of it was timed yet
+    shutil.copytree(runs["gaussians"].path, run.path)
+    assert sampling_estimate(run, resolution=10, samples=2).basis == EVALUATION_BASIS
+    model_boundary(run, resolution=4, predictor=InstantPredictor())
+    assert sampling_estimate(run, resolution=10, samples=2).basis == SCORED_BASIS
+    model_boundary(run, resolution=4, samples=2, predictor=InstantPredictor())
+    model_boundary(run, resolution=4, predictor=InstantPredictor())
+    assert sampling_estimate(run, resolution=10, samples=2).basis == SAMPLED_BASIS
+    # Nothing timed at all: no estimate.
+    untimed = Run(tmp_path / "untimed")
+    shutil.copytree(runs["gaussians"].path, untimed.path)
+    results = json.loads((untimed.path / "eval.json").read_text())
+    (untimed.path / "eval.json").write_text(json.dumps({**results, "eval_seconds": None}))
+    assert sampling_estimate(untimed, resolution=10, samples=2) == (200, None, None)
+
+
+def test_the_page_shows_the_estimate_before_sampling_and_can_cancel_it(client, runs, app_server):
+    note = client.predict(runs["gaussians"].name, 60, 5, api_name="/sampling_estimate")
+    assert note.startswith("18,000 answers to sample: about ") and "estimate" in note
+    assert client.predict("no-such-run", 60, 5, api_name="/sampling_estimate") == ""
+    fns = app_server["app"].fns
+    sampling = next(index for index, fn in fns.items() if fn.api_name == "variance")
+    assert any(fn.cancels == [sampling] for fn in fns.values())  # a Cancel of its own
 
 
 def test_explore_needs_two_numeric_features(client, runs):
@@ -204,6 +285,19 @@ def test_class_boundary_figure_colours_class_and_shades_probability():
     assert z[0][0] == pytest.approx(0.999) and z[0][1] == pytest.approx(0.0)
     assert z[1][0] == pytest.approx(1.6) and z[1][1] == pytest.approx(1.999)
     assert [trace.name for trace in figure.data[1:]] == ["train: u", "train: v"]
+
+
+def test_maps_of_one_grid_share_their_ranges_on_a_square():
+    grid = pd.DataFrame({"a": [0.0, 4.0, 0.0, 4.0], "b": [1.0, 1.0, 3.0, 3.0], "p_u": [1.0, 0.5, 0.2, 0.0],
+                         "p_v": [0.0, 0.5, 0.8, 1.0], "spread": [0.0, 1.0, 0.7, 0.0]})
+    train = pd.DataFrame({"a": [1.0, 3.0], "b": [1.5, 2.5], "y": ["u", "v"]})
+    maps = [class_boundary_figure(grid, ["a", "b"], ["u", "v"], train, "y", "t"),
+            value_map_figure(grid, ["a", "b"], "spread", train, "y", ["u", "v"], "t")]
+    for figure in maps:
+        assert list(figure.layout.xaxis.range) == [0.0, 4.0] and list(figure.layout.yaxis.range) == [1.0, 3.0]
+        # Four x units take as many pixels as two y units: the plotting area is square.
+        assert figure.layout.yaxis.scaleanchor == "x" and figure.layout.yaxis.scaleratio == 2.0
+        assert figure.layout.xaxis.constrain == figure.layout.yaxis.constrain == "domain"
 
 
 def test_value_map_figure_keeps_the_given_range():

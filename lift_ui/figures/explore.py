@@ -59,12 +59,15 @@ def _training_points(train: pd.DataFrame, features: list[str], target: str, clas
 
 
 def _map_layout(figure: go.Figure, grid: pd.DataFrame, features: list[str], title: str) -> go.Figure:
-    # Axes fixed to the grid's extent, whatever its resolution: a coarse first picture, the full map that
-    # replaces it and the variance map all share them.
-    figure.update_layout(title=title, xaxis_title=features[0], yaxis_title=features[1],
-                         xaxis_range=[grid[features[0]].min(), grid[features[0]].max()],
-                         yaxis_range=[grid[features[1]].min(), grid[features[1]].max()],
-                         legend={"orientation": "h", "y": -0.15})
+    """Every map of a run on the same square: the grid's extent on both axes whatever its resolution (a coarse
+    first picture, the full map that replaces it, the spread and the variance maps), and a square plotting area
+    however wide its slot, so maps side by side compare point by point."""
+    x_range, y_range = ([grid[name].min(), grid[name].max()] for name in features)
+    figure.update_layout(title=title, legend={"orientation": "h", "y": -0.15})
+    figure.update_xaxes(title=features[0], range=x_range, constrain="domain")
+    # scaleratio: pixels per y unit over pixels per x unit, so both ranges take the same length on screen.
+    figure.update_yaxes(title=features[1], range=y_range, constrain="domain", scaleanchor="x",
+                        scaleratio=(x_range[1] - x_range[0]) / (y_range[1] - y_range[0]))
     return figure
 
 

@@ -13,17 +13,29 @@ from lift_core.metrics import METRIC_NAMES
 from lift_core.predict import predict_table
 from lift_core.runs import Run, finished_trained_run
 from lift_ui.common import (MODEL_JOB, download_copy, engine_progress, error_message, majority_note,
-                            run_tab_header)
+                            rounded_for_display, run_tab_header, shown_number)
 from lift_ui.context import AppContext
 from lift_ui.figures.evaluation import baseline_scores_figure, confusion_figure, parity_figure
 
 # The score the model's bar shows among the baselines.
 HEADLINE_METRIC = {"classification": "accuracy", "regression": "rmse"}
-TABLE_DECIMALS = 4
+# What the model's columns of a predictions table mean, said under it. CLASS_COLUMN stands for p_<class>.
+CLASS_COLUMN = "p_<class>"
+PREDICTION_COLUMNS = {
+    "y_true": "the test row's true value",
+    "y_pred": "the model's prediction",
+    CLASS_COLUMN: "the model's probability of each class",
+    "spread": "how unsure the model is, from 0 (one class takes all the probability) to 1 (all classes equally "
+              "likely): the normalized entropy of the class probabilities",
+    "median": "the median of the model's sampled answers (y_pred is their mean)",
+    "std": "the standard deviation of the model's sampled answers",
+    "invalid": "the share of the model's answers that could not be read as a class or a number (always 0 with "
+               "label scoring, which picks a class)",
+}
 
 
 def metrics_table(results: dict) -> pd.DataFrame:
-    rows = [(label, round(results[key], TABLE_DECIMALS)) for key, label in METRIC_NAMES.items()
+    rows = [(label, shown_number(results[key])) for key, label in METRIC_NAMES.items()
             if results.get(key) is not None]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
@@ -35,16 +47,24 @@ def errors_figure(run: Run, predictions: pd.DataFrame):
     return parity_figure(predictions["y_true"], predictions["y_pred"], predictions.get("std"))
 
 
+def column_legend(columns, classes: list[str] | None) -> str:
+    """One line per prediction column of the table, saying what it holds."""
+    shown = {CLASS_COLUMN if classes and name in {f"p_{label}" for label in classes} else name for name in columns}
+    return "  \n".join(f"`{name}`: {text}." for name, text in PREDICTION_COLUMNS.items() if name in shown)
+
+
 def evaluate(ctx: AppContext, run_name: str, progress=gr.Progress()):
+    """The run's test results; the Show button turns plain once they are on the page, stays primary otherwise."""
     try:
         run = finished_trained_run(ctx.runs_dir, run_name)
         results = ensure_evaluated(run, progress=engine_progress(progress, "Predicting the test split"))
         predictions = run.predictions()
     except LiftError as error:
-        return None, None, None, None, error_message(error)
+        return None, None, None, None, "", gr.Button(variant="primary"), error_message(error)
     download = download_copy(predictions, f"{run.name}-predictions.csv")
-    return (metrics_table(results), errors_figure(run, predictions), predictions.round(TABLE_DECIMALS),
-            download, f"Test results of **{run.name}** ({results.get('mode', '')})." + majority_note(results))
+    return (metrics_table(results), errors_figure(run, predictions), rounded_for_display(predictions),
+            download, column_legend(predictions.columns, run.dataset_info().classes), gr.Button(variant="secondary"),
+            f"Test results of **{run.name}** ({results.get('mode', '')})." + majority_note(results))
 
 
 def baselines(ctx: AppContext, run_name: str, progress=gr.Progress()):
@@ -58,7 +78,7 @@ def baselines(ctx: AppContext, run_name: str, progress=gr.Progress()):
     metric = HEADLINE_METRIC[results["task"]]
     figure = baseline_scores_figure(table, metric, results.get(metric))
     message = f"Baselines fitted on the same train+validation rows as **{run.name}**, scored on its test rows."
-    return table.round(TABLE_DECIMALS), figure, message
+    return rounded_for_display(table), figure, message
 
 
 def predict_upload(ctx: AppContext, run_name: str, upload: str | None, progress=gr.Progress()):
@@ -69,9 +89,16 @@ def predict_upload(ctx: AppContext, run_name: str, upload: str | None, progress=
         progress(0, desc="Loading the model")
         result = predict_table(run, data.load_table(upload), progress=engine_progress(progress, "Predicting"))
     except LiftError as error:
-        return None, None, error_message(error)
+        return None, None, "", error_message(error)
     download = download_copy(result, f"{Path(upload).stem}-predicted-by-{run.name}.csv")
-    return result.round(TABLE_DECIMALS), download, f"Predicted {len(result)} rows with **{run.name}**."
+    return (rounded_for_display(result), download, column_legend(result.columns, run.dataset_info().classes),
+            f"Predicted {len(result)} rows with **{run.name}**.")
+
+
+def results_of_another_run():
+    """What the page shows from the moment another run is picked until its results arrive: none of the last
+    run's results, and Show test results primary again."""
+    return None, None, None, None, "", gr.Button(variant="primary"), None, None, None, None, ""
 
 
 # --- Layout --------------------------------------------------------------------------------------------------
@@ -82,22 +109,24 @@ def build(ctx: AppContext) -> None:
                                          "baselines on the same split, and predictions for a new table.")
         with gr.Row():
             show = gr.Button("Show test results", variant="primary")
-            cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=120)
+            cancel = gr.Button("Cancel", scale=0, min_width=120)
         with gr.Row():
-            metrics = gr.Dataframe(label="Test metrics", headers=["metric", "value"], interactive=False, scale=1)
+            metrics = gr.Dataframe(label="Test metrics", headers=["metric", "value"], interactive=False, scale=1,
+                                   wrap=True)
             errors = gr.Plot(label="Errors on the test split", scale=2)
         with gr.Accordion("Test predictions", open=False):
             predictions = gr.Dataframe(label="Test predictions", interactive=False, max_height=400)
+            predictions_legend = gr.Markdown()
             predictions_file = gr.File(label="Download predictions.csv", interactive=False)
-        evaluating = gr.on([show.click, picker.change, tab.select], partial(evaluate, ctx), picker,
-                           [metrics, errors, predictions, predictions_file, message], api_name="evaluate", **MODEL_JOB)
+        results = [metrics, errors, predictions, predictions_file, predictions_legend, show, message]
+        evaluating = gr.on([show.click, tab.select], partial(evaluate, ctx), picker, results, api_name="evaluate",
+                           **MODEL_JOB)
 
         gr.Markdown("### Baselines on the same split")
         compare = gr.Button("Fit baselines")
-        with gr.Row():
-            baseline_table = gr.Dataframe(label="Baseline test scores", headers=["name", "score"], interactive=False,
-                                          scale=1)
-            baseline_chart = gr.Plot(label="Compared with the finetuned model", scale=1)
+        baseline_table = gr.Dataframe(label="Baseline test scores", headers=["name", "score"], interactive=False,
+                                      wrap=True)
+        baseline_chart = gr.Plot(label="Compared with the finetuned model")
         comparing = compare.click(partial(baselines, ctx), picker, [baseline_table, baseline_chart, message],
                                   api_name="baselines")
 
@@ -107,9 +136,12 @@ def build(ctx: AppContext) -> None:
             predicted_file = gr.File(label="Download the predictions", interactive=False)
         predict = gr.Button("Predict")
         predicted_table = gr.Dataframe(label="Predictions", headers=["y_pred"], interactive=False, max_height=400)
+        predicted_legend = gr.Markdown()
         predicting = predict.click(partial(predict_upload, ctx), [picker, upload],
-                                   [predicted_table, predicted_file, message], api_name="predict_table", **MODEL_JOB)
-        cancel.click(None, cancels=[evaluating, comparing, predicting], api_visibility="private")
-        # Results below the run picker belong to the run that produced them.
-        picker.change(lambda: (None,) * 4, None, [baseline_table, baseline_chart, predicted_table, predicted_file],
-                      api_visibility="private")
+                                   [predicted_table, predicted_file, predicted_legend, message],
+                                   api_name="predict_table", **MODEL_JOB)
+        # Results below the run picker belong to the run that produced them: a new run's are fetched afresh.
+        cleared = [*results[:-1], baseline_table, baseline_chart, predicted_table, predicted_file, predicted_legend]
+        reshowing = picker.change(results_of_another_run, None, cleared, api_visibility="private").then(
+            partial(evaluate, ctx), picker, results, api_visibility="private", **MODEL_JOB)
+        cancel.click(None, cancels=[evaluating, reshowing, comparing, predicting], api_visibility="private")

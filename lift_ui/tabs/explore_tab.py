@@ -1,14 +1,15 @@
 """Explore: what a run's model predicts across the feature plane (decision boundaries, as in the LIFT paper),
 beside a classical baseline, and how much its sampled answers vary."""
 
+import time
 from functools import partial
 
 import gradio as gr
 import pandas as pd
 
 from lift_core.baselines import CLASSIFIERS, REGRESSORS
-from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, baseline_boundary, explorable_features,
-                                model_boundary, refinement_resolutions)
+from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, EVALUATION_BASIS, baseline_boundary,
+                                explorable_features, model_boundary, refinement_resolutions, sampling_estimate)
 from lift_core.errors import LiftError
 from lift_core.runs import Run, finished_trained_run
 from lift_ui.common import MODEL_JOB, engine_progress, error_message, run_tab_header
@@ -79,6 +80,25 @@ def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, b
         yield None, None, None, error_message(error)
 
 
+def sampling_note(ctx: AppContext, run_name: str | None, resolution: float, samples: float) -> str:
+    """How long mapping the variance will take, said before the person starts it."""
+    try:
+        run = finished_trained_run(ctx.runs_dir, run_name)
+        answers, seconds, basis = sampling_estimate(run, resolution=int(resolution), samples=int(samples))
+    except LiftError:
+        return ""  # the run's problem is shown once, in the message line
+    if seconds is None:
+        return (f"{answers:,} answers to sample. No time estimate yet: the model's speed is measured by its test "
+                "evaluation (Evaluate tab) and, for a classifier, by drawing the decision boundaries.")
+    duration = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    if basis == EVALUATION_BASIS:
+        return (f"{answers:,} answers to sample: about {duration} or less, estimated from the speed of {basis}, "
+                "whose few rows make it slow per answer; drawing the decision boundaries first measures the speed "
+                "on the grid.")
+    return (f"{answers:,} answers to sample: about {duration}, estimated from the speed of {basis} (plus loading "
+            "the model if another run's is loaded).")
+
+
 def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, samples: float, temperature: float,
              progress=gr.Progress()):
     try:
@@ -87,6 +107,7 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
         run = finished_trained_run(ctx.runs_dir, run_name)
         features = explorable_features(run)
         progress(0, desc="Loading the model")
+        started = time.perf_counter()
         grid = model_boundary(run, resolution=int(resolution), margin=margin, samples=int(samples),
                               temperature=temperature, progress=engine_progress(progress, "Sampling over the grid"))
     except LiftError as error:
@@ -94,6 +115,7 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
     title = f"Spread of {int(samples)} samples at temperature {temperature:g} ({run.name})"
     invalid = grid["invalid"].mean()
     return (spread_figure(run, grid, features, title, sampled=True),
+            f"Sampled {len(grid) * int(samples):,} answers in {time.perf_counter() - started:.0f} s. "
             f"{invalid:.1%} of the sampled answers were invalid.")
 
 
@@ -102,35 +124,49 @@ def build(ctx: AppContext) -> None:
         picker, message = run_tab_header(
             ctx.runs_dir, tab, "For runs on two numeric features (or one, for a regression): the model's predictions "
             "over a grid that reaches past the training data, as in the LIFT paper's decision-boundary plots.")
-        with gr.Row():
-            resolution = gr.Slider(10, 120, value=60, step=1, label="Grid resolution (points per side)")
-            margin = gr.Slider(0, 1, value=DEFAULT_MARGIN[2], step=0.05,
-                               label="Margin (share of the data range added on each side)")
+        with gr.Row(equal_height=True):
+            resolution = gr.Slider(10, 120, value=60, step=1, label="Grid resolution (points per side)",
+                                   info="A finer map takes longer to draw.")
+            margin = gr.Slider(0, 1, value=DEFAULT_MARGIN[2], step=0.05, label="Margin",
+                               info="Share of the data range added on each side.")
             # Both tasks' names: a run finished after the page loaded may be of either task.
             baseline = gr.Dropdown(list(dict.fromkeys(CLASSIFIERS + REGRESSORS)),
-                                   value=DEFAULT_BASELINE["classification"], label="Baseline beside the model")
+                                   value=DEFAULT_BASELINE["classification"], label="Baseline beside the model",
+                                   info="A classical model fitted on the run's own split.")
         with gr.Row():
             draw = gr.Button("Draw decision boundaries", variant="primary")
-            cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=120)
+            cancel_drawing = gr.Button("Cancel", scale=0, min_width=120)
         with gr.Row():
             model_plot = gr.Plot(label="Finetuned model")
             baseline_plot = gr.Plot(label="Baseline")
 
         gr.Markdown("### Prediction variance\nDrawing the boundaries also maps how unsure the model is, at no extra "
-                    "cost: the entropy of its class probabilities (for numbers, the spread of its sampled answers). "
-                    "The paper's view samples each grid point several times and maps how much the answers disagree "
-                    "(vote entropy for classes, standard deviation for numbers).")
+                    "cost (left): the entropy of its class probabilities (for numbers, the spread of its sampled "
+                    "answers). The paper's view (right) samples each grid point several times and maps how much "
+                    "the answers disagree (vote entropy for classes, standard deviation for numbers).")
         with gr.Row():
             samples = gr.Slider(2, 20, value=5, step=1, label="Samples per point")
             temperature = gr.Slider(0, 2, value=1.0, step=0.1, label="Sampling temperature")
-        sample = gr.Button("Map the variance of sampled answers")
-        variance_plot = gr.Plot(label="Prediction variance")
+        estimate = gr.Markdown()
+        with gr.Row():
+            sample = gr.Button("Map the variance of sampled answers")
+            cancel_sampling = gr.Button("Cancel", scale=0, min_width=120)
+        # Two slots of one size, as the boundary maps above: the three maps share their axes and their square.
+        with gr.Row():
+            spread_plot = gr.Plot(label="Spread of the scored answers")
+            variance_plot = gr.Plot(label="Variance of sampled answers")
         drawing = draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline],
-                             [model_plot, baseline_plot, variance_plot, message], api_name="boundary",
+                             [model_plot, baseline_plot, spread_plot, message], api_name="boundary",
                              **MODEL_JOB)
         sampling = sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature],
                                 [variance_plot, message], api_name="variance", **MODEL_JOB)
-        cancel.click(None, cancels=[drawing, sampling], api_visibility="private")
+        cancel_drawing.click(None, cancels=[drawing], api_visibility="private")
+        cancel_sampling.click(None, cancels=[sampling], api_visibility="private")
+        estimating = partial(sampling_note, ctx), [picker, resolution, samples], estimate
+        gr.on([tab.select, picker.change, resolution.change, samples.change], *estimating,
+              api_name="sampling_estimate")
+        for timed in (drawing, sampling):  # each measures the model's speed anew
+            timed.then(*estimating, api_visibility="private")
 
         # No triggers: on page load and whenever the run changes, so the first run shown gets its settings too.
         gr.on(None, partial(run_defaults, ctx), picker, [baseline, margin, message], api_visibility="private")
