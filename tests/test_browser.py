@@ -1,6 +1,7 @@
 """The whole app in a real browser (headless Chromium through Playwright), driven as a new user would:
-Data -> Prompt -> Train -> Evaluate -> Explore -> Runs with the `tiny` model, then a page reload during a
-training and Stop, then a malformed upload. A full-page screenshot of each tab goes to tests/artifacts/.
+generate -> upload -> choose target -> template -> Start -> Stop -> Resume -> Evaluate -> Explore -> Runs with the
+`tiny` model and a new user's mistakes on the way, then a page reload during a training and Stop, then a malformed
+upload. The walk saves a full-page screenshot of each tab in its temporary folder.
 
 Marked `browser` and `slow`: minutes of a real browser, left out of the fast loop (`pytest -m "not slow"`). A missing
 Chromium or Playwright fails these tests, with how to install it, and leaves the rest of the suite alone."""
@@ -8,8 +9,8 @@ Chromium or Playwright fails these tests, with how to install it, and leaves the
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from helpers import two_gaussians
 
 try:
     from playwright import sync_api
@@ -20,7 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # Training on two loaded CPU cores: loading the model takes ~10 s, 40 tiny steps a few more.
 TRAIN_TIMEOUT_MS = 120_000
 STEP_TIMEOUT_MS = 60_000
@@ -48,6 +48,34 @@ PLOT_POINTS_ABOVE_JS = f"""
 }}
 """
 TRACE_TYPES_JS = "(element) => (element.data || []).map((trace) => trace.type)"
+# The x and y ranges a map is drawn with, and what its y axis is scaled to.
+MAP_AXES_JS = """
+(element) => ({
+  x: element.layout.xaxis.range, y: element.layout.yaxis.range, scaleanchor: element.layout.yaxis.scaleanchor,
+})
+"""
+# The visible tables' column headers that are cut off: text cut short, or reaching past the table's right edge
+# (or the page's) when the table does not scroll sideways to them.
+CLIPPED_HEADERS_JS = """
+(panel) => {
+  const clipped = [];
+  for (const grid of panel.querySelectorAll('[role=grid]')) {
+    if (!grid.checkVisibility()) continue;
+    const viewport = grid.querySelector('.virtual-table-viewport') || grid;
+    const scrolls = viewport.scrollWidth > viewport.clientWidth + 1
+      && getComputedStyle(viewport).overflowX !== 'hidden';
+    const right = Math.min(grid.getBoundingClientRect().right, document.documentElement.clientWidth);
+    for (const header of grid.querySelectorAll('th[role=columnheader]')) {
+      const text = header.querySelector('.header-content') || header;
+      const beyond = header.getBoundingClientRect().right > right + 1;
+      if (text.scrollWidth > text.clientWidth + 1 || (beyond && !scrolls)) {
+        clipped.push(`${grid.getAttribute('aria-label')}: ${header.title || header.innerText}`);
+      }
+    }
+  }
+  return clipped;
+}
+"""
 
 
 def expect(*args, **kwargs):
@@ -104,9 +132,33 @@ def no_training_left_behind(app_server):
         launcher.stop()
 
 
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+def screenshot(page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / name), full_page=True)
+
+
+def table_line(page):
+    """The line above the tab bar naming the active table."""
+    return page.locator(".table-line").first.get_by_role("paragraph")
+
+
+def expect_one_message(container, text: str) -> None:
+    """`text` is shown exactly once in `container`, as a warning."""
+    expect(container.get_by_text(re.compile("^⚠️ " + re.escape(text)))).to_have_count(1)
+    expect(container.get_by_text(text)).to_have_count(1)
+
+
+def choose_in(page, dropdown, name: str) -> None:
+    dropdown.click()
+    choose_option(page, name)
+
+
+def fruit_table(folder: Path) -> str:
+    """fruit.csv: two numeric features, a class y, and `name`, a text column with 200 different values."""
+    frame = two_gaussians(n=200)
+    frame.insert(2, "name", [f"fruit {index}" for index in range(200)])
+    path = folder / "fruit.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
 
 
 def panel(page):
@@ -146,14 +198,19 @@ def set_number(container, label: str, value) -> None:
 def start_training(page, max_steps: int) -> str:
     """Fill the Train tab for the tiny model to train exactly max_steps steps, press Start; returns the run's name."""
     train = open_tab(page, "Train")
-    # The model list shows each model with its parameter count.
-    expect(train.get_by_label("Model (from the list, a hub id or a local folder)")).to_have_value(
-        re.compile(r"^tiny \(0\.126M parameters; "))
+    # The model list names the model; the line under it describes it.
+    expect(train.get_by_label("Model (from the list, a hub id or a local folder)")).to_have_value("tiny")
+    expect(train.get_by_text(re.compile(r"^tiny: 0\.126M parameters; "))).to_be_visible()
     train.get_by_role("radio", name="none").check()
     set_number(train, "Epochs", 0)  # no epoch cap: the run trains max_steps
     set_number(train, "Max steps", max_steps)
     set_number(train, "Learning rate", 0.005)
     set_number(train, "Batch size", 8)
+    return press_start(train)
+
+
+def press_start(train) -> str:
+    """Press Start in the Train tab; returns the run's name."""
     train.get_by_role("button", name="Start training").click()
     started = train.get_by_text(re.compile(r"^Started run \S+\.$"))
     expect(started).to_be_visible()
@@ -164,86 +221,95 @@ def plotly_plots(container):
     return container.locator(".js-plotly-plot")
 
 
-def test_a_new_user_walks_from_data_to_runs(page, app_server, no_training_left_behind):
-    # 1. Data: a synthetic moons set, its scatter plot and preview.
+def test_a_first_time_user_walks_from_generate_to_runs(page, app_server, tmp_path, no_training_left_behind):
+    """generate → upload → choose target → template → Start → Stop → Resume → Evaluate → Explore → Runs, with the
+    mistakes a new user makes on the way; a screenshot of every tab goes to the test's temporary folder."""
+    # 1. A fresh page: no table, so the line above the tabs says what to do, and the Train tab has nothing to stop.
+    expect(table_line(page)).to_have_text(re.compile(r"^No table loaded yet"))
+    train = open_tab(page, "Train")
+    expect(train.get_by_role("button", name="Stop", exact=True)).to_be_disabled()
+    train.get_by_role("button", name="Estimate duration").click()
+    expect_one_message(train, "Load a table in the Data tab first")
+
+    # 2. Generate, then upload: the line names the table in use, under the name it was uploaded with.
     generate_moons(page)
-    data = panel(page)
-    scatter = plotly_plots(data)
-    expect(scatter).to_have_count(1)
-    assert scatter.evaluate(COUNT_POINTS_JS) == 120
-    expect(data.get_by_role("grid", name="First 20 rows")).to_be_visible()
-    expect(data.get_by_role("grid", name="First 20 rows").get_by_role("row")).to_have_count(21)  # + header
-    expect(data.get_by_text("classification with 2 classes")).to_be_visible()
+    expect(table_line(page)).to_have_text(
+        "Active table: moons-n120-noise0.1-seed0.csv · target y · classification, 2 classes · 2 features")
+    data = open_tab(page, "Data")
+    page.locator('input[type="file"]').first.set_input_files(fruit_table(tmp_path))
+    expect(table_line(page)).to_have_text(re.compile(r"^Active table: fruit\.csv · target y · classification"))
+    screenshot(page, tmp_path, "01-data.png")
+
+    # 3. A text target with 200 different values: told at once, in the page's words, once; the task line stays.
+    choose_in(page, data.get_by_label("Target (the column to predict)"), "name")
+    expect_one_message(data, "The target 'name' has 200 classes, more than the limit")
+    assert "--" not in data.inner_text()
+    expect(data.get_by_text(re.compile(r"^Task: classification with 200 classes"))).to_be_visible()
+    choose_in(page, data.get_by_label("Target (the column to predict)"), "y")
     expect(data.get_by_text("⚠️")).to_have_count(0)
-    screenshot(page, "01-data.png")
+    expect(table_line(page)).to_have_text(
+        "Active table: fruit.csv · target y · classification, 2 classes · 2 features")  # name left the features
 
-    # 2. Prompt: the rows as LIFT sentences.
+    # 4. A custom template left empty: one message saying what to type; then back to the paper's template.
     prompt = open_tab(page, "Prompt")
-    sentences = prompt.get_by_role("gridcell", name=re.compile(r"^When we have x1=-?\d"))
-    expect(sentences).to_have_count(5)
-    expect(prompt.get_by_role("gridcell", name=re.compile(r"^[01]@@@$")).first).to_be_visible()
-    screenshot(page, "02-prompt.png")
+    prompt.get_by_role("radio", name="custom").check()
+    expect_one_message(prompt, "The custom template is empty")
+    prompt.get_by_role("radio", name="lift").check()
+    expect(prompt.get_by_role("gridcell", name=re.compile(r"^When we have x1=-?\d"))).to_have_count(5)
+    expect(prompt.get_by_text("⚠️")).to_have_count(0)
+    screenshot(page, tmp_path, "02-prompt.png")
 
-    # 3. Train: the loss plot gains points while the run trains, then the run completes.
-    run_name = start_training(page, max_steps=40)
-    train = panel(page)
+    # 5. Start, Stop, Resume: the buttons follow the run, and the finished run says it was stopped and resumed.
+    # Stop is pressed while the run still loads: it takes effect after the first step, so the run cannot end first.
+    train = open_tab(page, "Train")
+    train.get_by_role("radio", name="Quick look").check()  # 80 steps
+    expect(train.get_by_label("Max steps", exact=True)).to_have_value("80")
+    run_name = press_start(train)
+    expect(train.locator(".table-line").get_by_role("paragraph")).to_have_text(re.compile(r"^Active table: fruit\.csv"))
+    start, stop = (train.get_by_role("button", name=name, exact=True) for name in ("Start training", "Stop"))
+    expect(stop).to_be_enabled()
+    expect(start).to_be_disabled()
+    stop.click()
+    expect(train.get_by_text(f"Run {run_name} stopped on request")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    expect(stop).to_be_disabled()
+    expect(start).to_be_enabled()
+    train.get_by_role("button", name="Resume", exact=True).click()
     expect(train.get_by_text(f"Run {run_name} completed.")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
-    expect(train.get_by_text("step 40/40")).to_be_visible()
-    # 40 train-loss points and the eval-loss points, all plotted once the run is over. That the plot grows
-    # while a run trains is checked on a long run below: on a quiet machine this one ends within a second.
-    assert plotly_plots(train).evaluate(COUNT_POINTS_JS) > 40
-    screenshot(page, "03-train.png")
+    expect(train.get_by_text("History: queued → running → stopped → queued → running → completed")).to_be_visible()
+    expect(stop).to_be_disabled()
+    screenshot(page, tmp_path, "03-train.png")
 
-    # 4. Evaluate: opening the tab shows the newest run's test metrics.
+    # 6. Evaluate: the test metrics, then the baselines on the same split, every column header whole.
     evaluate = open_tab(page, "Evaluate")
     expect(evaluate.get_by_label("Run", exact=True)).to_have_value(run_name)
     expect(evaluate.get_by_text(f"Test results of {run_name}")).to_be_visible()
-    accuracy = evaluate.get_by_role("grid", name="Test metrics").get_by_role(
-        "row", name=re.compile(r"^Accuracy (0(\.\d+)?|1)$"))
-    expect(accuracy).to_be_visible()
-    # The accuracy shown is the share of right answers among the run's saved test predictions.
-    predictions = pd.read_csv(app_server["runs_dir"] / run_name / "predictions.csv")
-    shown = float(accuracy.get_by_role("gridcell").nth(1).inner_text())
-    assert shown == pytest.approx((predictions["y_pred"] == predictions["y_true"]).mean(), abs=1e-4)
-    expect(plotly_plots(evaluate)).to_have_count(1)  # the confusion matrix
-    screenshot(page, "04-evaluate.png")
+    evaluate.get_by_role("button", name="Fit baselines").click()
+    expect(evaluate.get_by_role("grid", name="Baseline test scores").get_by_role("row")).not_to_have_count(1)
+    assert evaluate.evaluate(CLIPPED_HEADERS_JS) == []
+    screenshot(page, tmp_path, "04-evaluate.png")
 
-    # 5. Explore: a coarse picture first, then the full map in its place with the spread of the same pass; then
-    # the variance of 2 sampled answers per point at a small resolution.
+    # 7. Explore: the boundary maps, the spread of the same pass and the sampled variance share their axes.
     explore = open_tab(page, "Explore")
-    expect(explore.get_by_text("classification on x1 and x2")).to_be_visible()
-    set_number(explore, "number input for Grid resolution (points per side)", 120)
-    explore.get_by_role("button", name="Draw decision boundaries").click()
-    # The tiny model answers an 8x8 preview in milliseconds, so the page may only show the 20x20 one for long
-    # enough to be seen; either is a coarse picture before the full map.
-    expect(explore.get_by_text(re.compile(r"^A (8×8|20×20) picture so far; refining to 120×120"))).to_be_visible(
-        timeout=TRAIN_TIMEOUT_MS)
-    expect(plotly_plots(explore)).to_have_count(3)
-    expect(explore.get_by_text("14400 grid points")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
-    for plot in plotly_plots(explore).all():
-        assert "heatmap" in plot.evaluate(TRACE_TYPES_JS)
-    set_number(explore, "number input for Grid resolution (points per side)", 15)
+    set_number(explore, "number input for Grid resolution (points per side)", 10)
     set_number(explore, "number input for Samples per point", 2)
+    explore.get_by_role("button", name="Draw decision boundaries").click()
+    expect(explore.get_by_text("100 grid points")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
     explore.get_by_role("button", name="Map the variance of sampled answers").click()
     expect(explore.get_by_text("of the sampled answers were invalid")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
-    expect(plotly_plots(explore)).to_have_count(3)
-    assert "heatmap" in plotly_plots(explore).nth(2).evaluate(TRACE_TYPES_JS)
+    expect(plotly_plots(explore)).to_have_count(4)  # the model's and the baseline's maps, spread and variance
+    axes = [plot.evaluate(MAP_AXES_JS) for plot in plotly_plots(explore).all()]
+    assert all(axis == axes[0] for axis in axes), axes
+    assert axes[0]["scaleanchor"] == "x"  # square: one unit is as long on both axes
     expect(explore.get_by_text("⚠️")).to_have_count(0)
-    screenshot(page, "05-explore.png")
+    screenshot(page, tmp_path, "05-explore.png")
 
-    # 6. Runs: the run is listed; opening it draws its loss curve.
+    # 8. Runs: the run is listed with every column header whole.
     runs = open_tab(page, "Runs")
     expect(runs.get_by_role("grid", name="Runs").get_by_role("row", name=re.compile(
-        rf"^{run_name} completed tiny lift moons-n120"))).to_be_visible()
-    runs.get_by_label("Run", exact=True).click()
-    choose_option(page, run_name)
-    expect(runs.get_by_text(f"{run_name}: completed · model tiny")).to_be_visible()
-    loss_plot = plotly_plots(runs).first
-    expect(loss_plot).to_be_visible()
-    page.wait_for_function(PLOT_POINTS_ABOVE_JS, arg=40)
-    assert loss_plot.evaluate("(element) => element.data.map((trace) => trace.name)") == [
-        "train loss", "eval loss", "train decision loss", "eval decision loss", "val accuracy"]
-    screenshot(page, "06-runs.png")
+        rf"^{run_name} completed tiny lift fruit\.csv"))).to_be_visible()
+    assert runs.evaluate(CLIPPED_HEADERS_JS) == []
+    screenshot(page, tmp_path, "06-runs.png")
+    print(f"screenshots: {tmp_path}")
 
 
 def test_a_reloaded_page_reattaches_to_the_training_and_stop_ends_it(page, app_server, no_training_left_behind):
