@@ -56,18 +56,20 @@ class Estimate:
         """One line for people: steps × seconds per step, and the whole run (where the speed comes from)."""
         if self.seconds is None:
             return f"Estimated: {self.steps} steps; duration {self.source}."
-        parts = [f"~{_readable(self.overhead_seconds)} to start and load the model"] if self.overhead_seconds else []
+        parts = ([f"~{readable_duration(self.overhead_seconds)} to start and load the model"]
+                 if self.overhead_seconds else [])
         if self.validation_seconds:
-            parts.append(f"~{_readable(self.validation_seconds)} to score the validation rows")
+            parts.append(f"~{readable_duration(self.validation_seconds)} to score the validation rows")
         if self.eval_seconds:
-            parts.append(f"~{_readable(self.eval_seconds)} to evaluate the test rows")
+            parts.append(f"~{readable_duration(self.eval_seconds)} to evaluate the test rows")
         includes = f"; includes {', '.join(parts)}" if parts else ""
         early = "; less if the validation accuracy is perfect sooner" if self.stops_early else ""
-        return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step, ≈ {_readable(self.seconds)} "
-                f"in all ({self.source}{includes}{early}).")
+        return (f"Estimated: {self.steps} steps × {self.seconds_per_step:.3g} s/step, "
+                f"≈ {readable_duration(self.seconds)} in all ({self.source}{includes}{early}).")
 
 
-def _readable(seconds: float) -> str:
+def readable_duration(seconds: float) -> str:
+    """Seconds as a person reads a duration: 45 s, 2.5 min, 1.2 h."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
@@ -75,11 +77,12 @@ def _readable(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate_duration(config: TrainConfig, runs_dir, calibrate: bool = False) -> Estimate:
+def estimate_duration(config: TrainConfig, runs_dir, calibrate: bool = False, splits_loaded=None) -> Estimate:
     """Steps, seconds per step and total seconds of a run of `config`, judged from past runs in `runs_dir`; with
-    `calibrate`, a model never run here is timed first (calibration.py) instead of guessed."""
+    `calibrate`, a model never run here is timed first (calibration.py) instead of guessed. `splits_loaded`: the
+    config's (dataset, splits), when the caller has them already."""
     config.check()  # a zero batch size, say, would break the step count
-    dataset, splits = load_splits(config)
+    dataset, splits = splits_loaded or load_splits(config)
     steps = config.planned_steps(len(splits.train), config.num_processes)
     speed, measured = _speed(config, runs_dir, dataset, splits, calibrate)
     if speed is None:

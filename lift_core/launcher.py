@@ -75,10 +75,10 @@ class TrainingLauncher:
         self.check_model(config.model)
         if not calibrate or self.active_run() is not None:
             return estimate_duration(config, self.runs_dir)
-        check_training_inputs(config)  # a mistake is told at once, not after waiting for the launch lock
+        loaded = check_training_inputs(config)  # a mistake is told at once, not after waiting for the launch lock
         # Held like a launch, so that no training starts while the calibration runs.
         with self._exclusive():
-            return estimate_duration(config, self.runs_dir, calibrate=True)
+            return estimate_duration(config, self.runs_dir, calibrate=True, splits_loaded=loaded)
 
     def will_time(self, config: TrainConfig) -> bool:
         """Whether estimate(config, calibrate=True) would first time the model: a page says so while it waits."""

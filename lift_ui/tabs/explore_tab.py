@@ -11,6 +11,7 @@ from lift_core.baselines import CLASSIFIERS, REGRESSORS
 from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, EVALUATION_BASIS, baseline_boundary,
                                 explorable_features, model_boundary, refinement_resolutions, sampling_estimate)
 from lift_core.errors import LiftError
+from lift_core.estimate import readable_duration
 from lift_core.runs import Run, finished_trained_run
 from lift_ui.common import MODEL_JOB, engine_progress, error_message, run_tab_header
 from lift_ui.context import AppContext
@@ -90,7 +91,7 @@ def sampling_note(ctx: AppContext, run_name: str | None, resolution: float, samp
     if seconds is None:
         return (f"{answers:,} answers to sample. No time estimate yet: the model's speed is measured by its test "
                 "evaluation (Evaluate tab) and, for a classifier, by drawing the decision boundaries.")
-    duration = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    duration = readable_duration(seconds)
     if basis == EVALUATION_BASIS:
         return (f"{answers:,} answers to sample: about {duration} or less, estimated from the speed of {basis}, "
                 "whose few rows make it slow per answer; drawing the decision boundaries first measures the speed "
