@@ -26,39 +26,38 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     return proba / proba.sum(axis=1, keepdims=True)
 
 
-def _class_frame(classes: list[str], shares: np.ndarray, invalid: np.ndarray, y_pred) -> pd.DataFrame:
-    """y_pred, p_<class> for every class, spread (the shares' normalized entropy) and invalid."""
-    result = pd.DataFrame({"y_pred": list(y_pred)})
+def shares_frame(classes: list[str], shares: np.ndarray, invalid: np.ndarray) -> pd.DataFrame:
+    """y_pred (the class with the largest share, the first in `classes` on a tie; None for a row without any),
+    p_<class> for every class, spread (the shares' normalized entropy; the largest for a row without any share,
+    as uncertain as can be) and invalid."""
+    has_share = shares.sum(axis=1) > 0
+    winners = np.asarray(classes, dtype=object)[shares.argmax(axis=1)]
+    result = pd.DataFrame({"y_pred": list(np.where(has_share, winners, None))})
     for index, label in enumerate(classes):
         result[f"p_{label}"] = shares[:, index]
-    result["spread"] = normalized_entropy(shares)
+    spread_shares = np.where(has_share[:, None], shares, 1.0)
+    result["spread"] = normalized_entropy(spread_shares / spread_shares.sum(axis=1, keepdims=True))
     result["invalid"] = invalid
     return result
 
 
 def scored_frame(classes: list[str], proba: np.ndarray) -> pd.DataFrame:
     """Label scoring's predictions: the likeliest class, never an invalid answer."""
-    return _class_frame(classes, proba, np.zeros(len(proba)), np.asarray(classes)[proba.argmax(axis=1)])
+    return shares_frame(classes, proba, np.zeros(len(proba)))
 
 
 def vote_frame(classes: list[str], answers: list[list[str]]) -> pd.DataFrame:
-    """Each row's sampled answers as votes: the class shares, the share of unparsable answers, the winner (None
-    for a row without a valid vote)."""
+    """Each row's sampled answers as votes: the class shares among all answers, the share of unparsable answers,
+    the winner. The spread is the entropy of the valid votes only."""
     index = {label: i for i, label in enumerate(classes)}
     shares = np.zeros((len(answers), len(classes)))
     invalid = np.zeros(len(answers))
-    y_pred = []
     for row, texts in enumerate(answers):
         votes = Counter(prompts.parse_class(text, classes) for text in texts)
         invalid[row] = votes.pop(None, 0) / len(texts)
         for label, count in votes.items():
             shares[row, index[label]] = count / len(texts)
-        y_pred.append(votes.most_common(1)[0][0] if votes else None)
-    # Rows where every sample was invalid have no votes: their spread is the maximum.
-    spread_shares = np.where(shares.sum(1, keepdims=True) > 0, shares, 1.0 / max(1, len(classes)))
-    result = _class_frame(classes, shares, invalid, y_pred)
-    result["spread"] = normalized_entropy(spread_shares / spread_shares.sum(1, keepdims=True))
-    return result
+    return shares_frame(classes, shares, invalid)
 
 
 def regression_frame(answers: list[list[str]], fallback_value: float | None) -> pd.DataFrame:

@@ -202,10 +202,14 @@ def cmd_boundary(args) -> None:
 
     run = _open_run(args.run)
     grid = model_boundary(run, resolution=args.resolution, margin=args.margin, samples=args.samples,
-                          temperature=args.temperature, progress=_progress_bar("grid"),
+                          temperature=args.temperature, exhaustive=args.exhaustive, progress=_progress_bar("grid"),
                           predictor=Predictor.from_run(run, args.quant))
     _write_table(grid, args.out)
-    print(f"wrote a {len(grid)}-point grid to {args.out}")
+    answered = int(grid["scored"].sum())
+    filled = "" if answered == len(grid) else (
+        f"; {len(grid) - answered} filled in from answered neighbours that agree (column 'scored' is False there; "
+        "--exhaustive answers every point)")
+    print(f"wrote a {len(grid)}-point grid to {args.out}: {answered} points answered by the model{filled}")
 
 
 def cmd_baselines(args) -> None:
@@ -276,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             command.add_argument("--resolution", type=int, default=60)
             command.add_argument("--margin", type=float, default=0.2)
+            command.add_argument("--exhaustive", action="store_true",
+                                 help="answer every grid point (the exact map); by default the map is refined "
+                                      "only where the answers change and filled in elsewhere")
         command.add_argument("--out", required=True)
         command.add_argument("--samples", type=int, default=0,
                              help="draw K generations per row (vote shares / spread); 0: label scoring")

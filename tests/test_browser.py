@@ -54,6 +54,21 @@ MAP_AXES_JS = """
   x: element.layout.xaxis.range, y: element.layout.yaxis.range, scaleanchor: element.layout.yaxis.scaleanchor,
 })
 """
+# Records in window.__mapNotes every note of a map's drawing that the given panel shows, as it changes: the levels
+# of a small map come and go faster than a test can poll.
+RECORD_MAP_NOTES_JS = """
+(panel) => {
+  window.__mapNotes = [];
+  const record = () => {
+    for (const text of [...panel.querySelectorAll('.prose')].map((prose) => prose.textContent.trim())) {
+      if (/^(Level \\d+:|[\\d,]+ grid points)/.test(text) && window.__mapNotes.at(-1) !== text) {
+        window.__mapNotes.push(text);
+      }
+    }
+  };
+  new MutationObserver(record).observe(panel, {subtree: true, childList: true, characterData: true});
+}
+"""
 # The visible tables' column headers that are cut off: text cut short, or reaching past the table's right edge
 # (or the page's) when the table does not scroll sideways to them.
 CLIPPED_HEADERS_JS = """
@@ -284,7 +299,9 @@ def test_a_first_time_user_walks_from_generate_to_runs(page, app_server, tmp_pat
     expect(evaluate.get_by_label("Run", exact=True)).to_have_value(run_name)
     expect(evaluate.get_by_text(f"Test results of {run_name}")).to_be_visible()
     evaluate.get_by_role("button", name="Fit baselines").click()
-    expect(evaluate.get_by_role("grid", name="Baseline test scores").get_by_role("row")).not_to_have_count(1)
+    # Fitting every baseline takes seconds on a loaded machine.
+    expect(evaluate.get_by_role("grid", name="Baseline test scores").get_by_role("row")).not_to_have_count(
+        1, timeout=STEP_TIMEOUT_MS)
     assert evaluate.evaluate(CLIPPED_HEADERS_JS) == []
     screenshot(page, tmp_path, "04-evaluate.png")
 
@@ -292,8 +309,13 @@ def test_a_first_time_user_walks_from_generate_to_runs(page, app_server, tmp_pat
     explore = open_tab(page, "Explore")
     set_number(explore, "number input for Grid resolution (points per side)", 10)
     set_number(explore, "number input for Samples per point", 2)
+    explore.evaluate(RECORD_MAP_NOTES_JS)
     explore.get_by_role("button", name="Draw decision boundaries").click()
-    expect(explore.get_by_text("100 grid points")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    expect(explore.get_by_text("100 grid points, every one answered by the model.")).to_be_visible(
+        timeout=TRAIN_TIMEOUT_MS)
+    # The map is drawn level by level: its first, coarse level was on show before the finished map.
+    notes = page.evaluate("window.__mapNotes")
+    assert notes[0].startswith("Level 1: ") and notes[-1].startswith("100 grid points"), notes
     explore.get_by_role("button", name="Map the variance of sampled answers").click()
     expect(explore.get_by_text("of the sampled answers were invalid")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
     expect(plotly_plots(explore)).to_have_count(4)  # the model's and the baseline's maps, spread and variance

@@ -108,10 +108,10 @@ def test_predict_writes_one_row_per_input(trained, tmp_path):
 def test_boundary_writes_the_grid(trained, tmp_path):
     run, _ = trained
     out = tmp_path / "grid.csv"
-    result = ok(lift_cli("boundary", "--run", run.path, "--resolution", 10, "--out", out))
-    assert "wrote a 100-point grid" in result.stdout
+    result = ok(lift_cli("boundary", "--run", run.path, "--resolution", 10, "--exhaustive", "--out", out))
+    assert "wrote a 100-point grid" in result.stdout and "100 points answered by the model" in result.stdout
     grid = pd.read_csv(out)
-    assert len(grid) == 100
+    assert len(grid) == 100 and grid["scored"].all()
     assert {"x1", "x2", "y_pred", "p_0", "p_1", "spread"} <= set(grid.columns)
     assert grid["x1"].nunique() == 10 and grid["x2"].nunique() == 10
     train = run.split("train")

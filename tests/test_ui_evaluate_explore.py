@@ -2,9 +2,11 @@
 and their figure builders on small hand-made frames."""
 
 import json
+import re
 import shutil
 import threading
 import time
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,13 +16,14 @@ from gradio_client import handle_file
 from helpers import as_frame, new_client, plotly_array, plotly_json, train_tiny, two_gaussians, wait_for
 
 from lift_core.baselines import CLASSIFIERS
-from lift_core.boundary import (EVALUATION_BASIS, SAMPLED_BASIS, SCORED_BASIS, model_boundary,
+from lift_core.boundary import (EVALUATION_BASIS, SAMPLED_BASIS, SCORED_BASIS, boundary_levels, model_boundary,
                                 sampling_estimate)
 from lift_core.runs import Run
 from lift_core.synthetic import make_regression
 from lift_ui.common import shown_number
 from lift_ui.figures.evaluation import MODEL_BAR, baseline_scores_figure, confusion_figure, parity_figure
 from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
+from lift_ui.tabs import explore_tab
 from lift_ui.tabs.evaluate_tab import column_legend, evaluate
 
 CLASSES = ["0", "1"]
@@ -45,6 +48,14 @@ def runs(app_server, tmp_path_factory):
 
 def heatmap(figure: dict) -> dict:
     return next(trace for trace in figure["data"] if trace["type"] == "heatmap")
+
+
+ANSWERED = "answered by the model"
+
+
+def answered_in_hover(plot) -> int:
+    """How many points of a model's map its hover says the model answered."""
+    return sum(text.endswith(ANSWERED) for row in heatmap(plotly_json(plot))["text"] for text in row)
 
 
 # --- Evaluate ------------------------------------------------------------------------------------------------
@@ -142,7 +153,7 @@ def test_predict_table_names_missing_columns(client, runs, tmp_path):
 # --- Explore -------------------------------------------------------------------------------------------------
 
 def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
-    model_plot, baseline_plot, spread_plot, message = client.predict(runs["gaussians"].name, 20, 0.2, "logreg",
+    model_plot, baseline_plot, spread_plot, message = client.predict(runs["gaussians"].name, 20, 0.2, "logreg", False,
                                                                      api_name="/boundary")
     for plot in (model_plot, baseline_plot):
         figure = plotly_json(plot)
@@ -150,7 +161,10 @@ def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
         assert plotly_array(grid["z"]).shape == (20, 20)
         assert list(grid["colorbar"]["ticktext"]) == CLASSES
         assert [trace["name"] for trace in figure["data"][1:]] == ["train: 0", "train: 1"]
-    assert "400 grid points" in message
+    # A map this coarse is answered everywhere: its cells are no wider than the lattice every map answers.
+    assert message == "400 grid points, every one answered by the model."
+    assert answered_in_hover(model_plot) == 400
+    assert "answered" not in str(heatmap(plotly_json(baseline_plot))["text"])  # a baseline computes every point
     # The same pass maps the spread: the entropy of the scored probabilities, on the boundary's own axes.
     spread = plotly_json(spread_plot)
     assert heatmap(spread)["colorbar"]["title"]["text"] == "entropy"
@@ -160,27 +174,69 @@ def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
         assert spread["layout"][axis]["range"] == plotly_json(model_plot)["layout"][axis]["range"]
 
 
-def test_a_boundary_shows_a_coarse_picture_first_on_the_same_axes(client, runs):
-    job = client.submit(runs["gaussians"].name, 32, 0.2, "logreg", api_name="/boundary")
+def test_a_boundary_is_drawn_level_by_level_coarse_first_on_the_same_axes(client, runs):
+    job = client.submit(runs["gaussians"].name, 30, 0.2, "logreg", False, api_name="/boundary")
     job.result()
     pictures = [outputs for outputs in job.outputs() if outputs[0] is not None]
-    assert len(pictures) == 2
-    (coarse, _, _, coarse_note), (full, _, _, full_note) = pictures
-    assert plotly_array(heatmap(plotly_json(coarse))["z"]).shape == (8, 8) and "refining to 32×32" in coarse_note
-    assert plotly_array(heatmap(plotly_json(full))["z"]).shape == (32, 32) and "1024 grid points" in full_note
+    (first, first_baseline, _, first_note), (last, last_baseline, _, last_note) = pictures[0], pictures[-1]
+    # The model's first picture comes before the baseline is fitted, the last beside it.
+    assert first_baseline is None and last_baseline is not None
+    assert re.fullmatch(r"Level 1: (\d+) of 900 points answered by the model so far; the rest filled in from them\. "
+                        r"Refining… \(Cancel keeps this picture\)", first_note)
+    assert int(first_note.split()[2]) == answered_in_hover(first) < answered_in_hover(last)
+    assert last_note.startswith("900 grid points")
+    for picture in (first, last):
+        assert plotly_array(heatmap(plotly_json(picture))["z"]).shape == (30, 30)
     for axis in ("xaxis", "yaxis"):
-        assert plotly_json(coarse)["layout"][axis]["range"] == plotly_json(full)["layout"][axis]["range"]
+        assert plotly_json(first)["layout"][axis]["range"] == plotly_json(last)["layout"][axis]["range"]
+
+
+def test_score_every_point_answers_every_point(client, runs):
+    model_plot, _, _, message = client.predict(runs["gaussians"].name, 30, 0.2, "logreg", True, api_name="/boundary")
+    assert message == "900 grid points, every one answered by the model."
+    assert answered_in_hover(model_plot) == 900
+
+
+class ConfidentPredictor:
+    """Sure of class 0 left of x1 = 0 and of class 1 right of it, answering every grid point at once: a stand-in
+    model whose map is flat but for one line."""
+    def predict(self, grid, samples, temperature, progress):
+        right = (grid["x1"] > 0).to_numpy(float)
+        return pd.DataFrame({"p_0": 1 - right, "p_1": right, "invalid": np.zeros(len(grid))})
+
+
+def draw_with(monkeypatch, handler, *inputs) -> list:
+    """Everything an Explore handler yields, its model being a ConfidentPredictor."""
+    monkeypatch.setattr(explore_tab, "boundary_levels", partial(boundary_levels, predictor=ConfidentPredictor()))
+    return list(handler(SimpleNamespace(runs_dir=inputs[0].path.parent), inputs[0].name, *inputs[1:],
+                        progress=lambda *progress, **description: None))
+
+
+def test_the_notes_count_the_points_answered_and_those_filled_in(runs, monkeypatch):
+    run = runs["gaussians"]
+    answered = model_boundary(run, resolution=30, predictor=ConfidentPredictor())["scored"].sum()
+    assert 0 < answered < 900
+    *_, (model_figure, _, _, note) = draw_with(monkeypatch, explore_tab.boundary, run, 30, 0.2, "logreg", False)
+    assert note == (f"900 grid points: {answered} answered by the model, {900 - answered} filled in from answered "
+                    "neighbours that agree (each at least 97% sure of the same class). Tick 'Score every point' "
+                    "for the exact map.")
+    assert sum(text.endswith(ANSWERED) for text in np.ravel(model_figure.data[0].text)) == answered
+    *_, (variance_figure, note) = draw_with(monkeypatch, explore_tab.variance, run, 30, 0.2, 2, 1.0, False)
+    assert re.fullmatch(rf"Sampled {2 * answered:,} answers in \d+ s: {answered} points × 2 samples, against 1,800 "
+                        r"answers for every point of the map\. 0\.0% of the sampled answers were invalid\.", note)
+    *_, (variance_figure, note) = draw_with(monkeypatch, explore_tab.variance, run, 30, 0.2, 2, 1.0, True)
+    assert "1,800 answers in" in note and "900 points × 2 samples, every point of the map." in note
 
 
 def test_variance_maps_vote_entropy_on_the_boundary_maps_square(client, runs):
-    plot, message = client.predict(runs["gaussians"].name, 10, 0.2, 2, 1.0, api_name="/variance")
+    plot, message = client.predict(runs["gaussians"].name, 10, 0.2, 2, 1.0, False, api_name="/variance")
     spread = plotly_array(heatmap(plotly_json(plot))["z"])
     assert spread.shape == (10, 10)
     # The normalized entropy of 2 votes between 2 classes: both alike 0, split or both invalid 1, one invalid 0.5.
     assert set(np.round(spread, 6).ravel()) <= {0.0, 0.5, 1.0}
-    assert message.startswith("Sampled 200 answers in ") and "invalid" in message
+    assert message.startswith("Sampled 200 answers in ") and "100 points × 2 samples, every point" in message
     # Same margin, another resolution: the boundary, spread and variance maps share their axes and their square.
-    maps = [*client.predict(runs["gaussians"].name, 20, 0.2, "logreg", api_name="/boundary")[:3], plot]
+    maps = [*client.predict(runs["gaussians"].name, 20, 0.2, "logreg", False, api_name="/boundary")[:3], plot]
     layouts = [plotly_json(figure)["layout"] for figure in maps]
     for layout in layouts:
         (x_low, x_high), (y_low, y_high) = layout["xaxis"]["range"], layout["yaxis"]["range"]
@@ -199,21 +255,15 @@ def test_the_sampling_estimate_scales_with_the_answers_asked_for(runs):
     assert sampling_estimate(runs["line"], resolution=10, samples=2).answers == 20  # one feature: a line of points
 
 
-class InstantPredictor:
-    """Answers every grid point at once, as a class-0 vote: a stand-in model for timing alone."""
-    def predict(self, grid, samples, temperature, progress):
-        return pd.DataFrame({"y_pred": ["0"] * len(grid)})
-
-
 def test_the_sampling_estimate_goes_by_the_closest_measured_speed(runs, tmp_path):
     """The run's test evaluation at first, then its grids: a scored boundary map, a sampled map best."""
     run = Run(tmp_path / "copy")  # a folder of its own: no grid of it was timed yet
     shutil.copytree(runs["gaussians"].path, run.path)
     assert sampling_estimate(run, resolution=10, samples=2).basis == EVALUATION_BASIS
-    model_boundary(run, resolution=4, predictor=InstantPredictor())
+    model_boundary(run, resolution=4, predictor=ConfidentPredictor())
     assert sampling_estimate(run, resolution=10, samples=2).basis == SCORED_BASIS
-    model_boundary(run, resolution=4, samples=2, predictor=InstantPredictor())
-    model_boundary(run, resolution=4, predictor=InstantPredictor())
+    model_boundary(run, resolution=4, samples=2, predictor=ConfidentPredictor())
+    model_boundary(run, resolution=4, predictor=ConfidentPredictor())
     assert sampling_estimate(run, resolution=10, samples=2).basis == SAMPLED_BASIS
     # Nothing timed at all: no estimate.
     untimed = Run(tmp_path / "untimed")
@@ -224,9 +274,13 @@ def test_the_sampling_estimate_goes_by_the_closest_measured_speed(runs, tmp_path
 
 
 def test_the_page_shows_the_estimate_before_sampling_and_can_cancel_it(client, runs, app_server):
-    note = client.predict(runs["gaussians"].name, 60, 5, api_name="/sampling_estimate")
-    assert note.startswith("18,000 answers to sample: about ") and "estimate" in note
-    assert client.predict("no-such-run", 60, 5, api_name="/sampling_estimate") == ""
+    name = runs["gaussians"].name
+    note = client.predict(name, 60, 5, False, api_name="/sampling_estimate")
+    assert note.startswith("At most 18,000 answers to sample (fewer where neighbouring points agree): about ")
+    assert "or less, estimated" in note
+    exhaustive = client.predict(name, 60, 5, True, api_name="/sampling_estimate")
+    assert exhaustive.startswith("18,000 answers to sample: about ") and "estimate" in exhaustive
+    assert client.predict("no-such-run", 60, 5, False, api_name="/sampling_estimate") == ""
     fns = app_server["app"].fns
     sampling = next(index for index, fn in fns.items() if fn.api_name == "variance")
     assert any(fn.cancels == [sampling] for fn in fns.values())  # a Cancel of its own
@@ -234,22 +288,32 @@ def test_the_page_shows_the_estimate_before_sampling_and_can_cancel_it(client, r
 
 def test_explore_needs_two_numeric_features(client, runs):
     name = runs["with_text"].name
-    model_plot, baseline_plot, spread_plot, message = client.predict(name, 20, 0.2, "logreg", api_name="/boundary")
+    model_plot, baseline_plot, spread_plot, message = client.predict(name, 20, 0.2, "logreg", False,
+                                                                     api_name="/boundary")
     assert model_plot is None and baseline_plot is None and spread_plot is None
     assert "two numeric features" in message and "colour (text)" in message
-    plot, message = client.predict(name, 10, 0.2, 2, 1.0, api_name="/variance")
+    plot, message = client.predict(name, 10, 0.2, 2, 1.0, False, api_name="/variance")
     assert plot is None and "two numeric features" in message
+
+
+def prediction_line(plot) -> dict:
+    return next(trace for trace in plotly_json(plot)["data"] if trace.get("name") == "prediction")
 
 
 def test_one_feature_regression_draws_bands_with_the_extrapolation_shaded(client, runs):
     run = runs["line"]
-    plot, message = client.predict(run.name, 15, 0.5, 2, 1.0, api_name="/variance")
+    plot, message = client.predict(run.name, 15, 0.5, 2, 1.0, False, api_name="/variance")
     figure = plotly_json(plot)
     assert any(trace.get("fill") == "tonexty" for trace in figure["data"])
     assert len(figure["layout"]["shapes"]) == 2  # beyond the lowest and the highest training x
-    model_plot, baseline_plot, _, message = client.predict(run.name, 15, 0.5, "polynomial", api_name="/boundary")
-    baseline_line = next(trace for trace in plotly_json(baseline_plot)["data"] if trace["name"] == "prediction")
-    assert len(plotly_array(baseline_line["x"])) == 15
+    job = client.submit(run.name, 15, 0.5, "polynomial", False, api_name="/boundary")
+    job.result()
+    lines = [[prediction_line(plot) for plot in outputs[:2] if plot is not None] for outputs in job.outputs()]
+    # Every picture, the first and coarsest too, is the model's line over all 15 points; the baseline's comes after.
+    assert len(lines[0]) == 1 and len(lines[-1]) == 2
+    assert all(len(plotly_array(line["x"])) == 15 for pair in lines for line in pair)
+    model_line = lines[-1][0]
+    assert sum(text == ANSWERED for text in model_line["text"]) == 15  # a line this short is answered everywhere
 
 
 # --- Figure builders -----------------------------------------------------------------------------------------
@@ -300,6 +364,26 @@ def test_maps_of_one_grid_share_their_ranges_on_a_square():
         assert figure.layout.xaxis.constrain == figure.layout.yaxis.constrain == "domain"
 
 
+def test_the_hover_of_a_models_map_says_which_points_it_answered():
+    grid = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0], "b": [0.0, 0.0, 1.0, 1.0], "p_u": [1.0, 0.9, 0.8, 0.0],
+                         "p_v": [0.0, 0.1, 0.2, 1.0], "spread": [0.0, 0.5, 0.7, 0.0],
+                         "scored": [True, False, False, True]})
+    train = pd.DataFrame({"a": [0.5], "b": [0.5], "y": ["u"]})
+    filled_in = "filled in from answered neighbours"
+    expected = [[f"u (p=1.00)<br>{ANSWERED}", f"u (p=0.90)<br>{filled_in}"],
+                [f"u (p=0.80)<br>{filled_in}", f"v (p=1.00)<br>{ANSWERED}"]]
+    assert class_boundary_figure(grid, ["a", "b"], ["u", "v"], train, "y", "t").data[0].text.tolist() == expected
+    spread = value_map_figure(grid, ["a", "b"], "spread", train, "y", ["u", "v"], "t").data[0]
+    assert spread.text.tolist() == [[ANSWERED, filled_in], [filled_in, ANSWERED]] and "%{text}" in spread.hovertemplate
+    # A baseline's grid has no `scored` column: every point is computed, and the hover says nothing of it.
+    baseline = grid.drop(columns="scored")
+    assert class_boundary_figure(baseline, ["a", "b"], ["u", "v"], train, "y", "t").data[0].text[0][0] == "u (p=1.00)"
+    assert value_map_figure(baseline, ["a", "b"], "spread", train, "y", ["u", "v"], "t").data[0].text is None
+    line = pd.DataFrame({"x": [2.0, 0.0, 1.0], "y_pred": [3.0, 1.0, 2.0], "scored": [True, True, False]})
+    prediction = regression_band_figure(line, "x", train.rename(columns={"a": "x"}), "y", "t").data[0]
+    assert list(prediction.text) == [ANSWERED, filled_in, ANSWERED]  # in the order of x, as the line
+
+
 def test_value_map_figure_keeps_the_given_range():
     grid = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0], "b": [0.0, 0.0, 1.0, 1.0], "std": [0.0, 1.0, 2.0, 3.0]})
     train = pd.DataFrame({"a": [0.5], "b": [0.5], "y": [1.0]})
@@ -332,29 +416,27 @@ def test_model_jobs_share_one_queue_slot_and_light_endpoints_do_not(app_server):
 
 def test_a_second_model_job_waits_in_the_queue_while_the_first_runs(app_server, runs, monkeypatch):
     from gradio_client.utils import Status
-    from lift_ui.tabs import explore_tab
 
     # The first job (a real, small variance map) holds the slot until the second has waited behind it for half a
     # second, however fast this machine draws: a second job not held in the queue would start drawing meanwhile.
     second_waited = threading.Event()
     draws = []  # when each job's model starts and ends drawing
-    draw = explore_tab.model_boundary
+    draw = explore_tab.boundary_levels
 
     def draw_in_turn(*args, **kwargs):
         job = "variance" if "samples" in kwargs else "boundary"
         draws.append(f"{job} starts")
         if job == "variance":
             second_waited.wait(timeout=60)
-        grid = draw(*args, **kwargs)
+        yield from draw(*args, **kwargs)
         draws.append(f"{job} ends")
-        return grid
 
-    monkeypatch.setattr(explore_tab, "model_boundary", draw_in_turn)
+    monkeypatch.setattr(explore_tab, "boundary_levels", draw_in_turn)
     name = runs["gaussians"].name
-    first = new_client(app_server["url"]).submit(name, 20, 0.5, 5, 1.0, api_name="/variance")
+    first = new_client(app_server["url"]).submit(name, 20, 0.5, 5, 1.0, False, api_name="/variance")
     waiting = (Status.STARTING, Status.JOINING_QUEUE, Status.IN_QUEUE)
     wait_for(lambda: first.status().code not in waiting, what="the first job to start")
-    second = new_client(app_server["url"]).submit(name, 10, 0.2, "logreg", api_name="/boundary")
+    second = new_client(app_server["url"]).submit(name, 10, 0.2, "logreg", False, api_name="/boundary")
     queued_behind_first = False
     while not second.done():
         status = second.status()

@@ -1,7 +1,8 @@
 """Figures over a grid of feature values: decision boundaries, variance maps and 1-D regression bands.
 
 Every builder takes a grid frame from lift_core.boundary (feature columns plus the predictions) and the
-run's training rows, which are drawn on top so the map can be read against the data.
+run's training rows, which are drawn on top so the map can be read against the data. A model's grid says which
+points the model answered (its `scored` column, absent from a baseline's): the hover says it of every point.
 """
 
 import numpy as np
@@ -32,6 +33,14 @@ def _class_colorscale(n_classes: int) -> list:
         color = class_color(index)
         scale += [[index / n_classes, _blend_with_white(color, UNSURE_SHADE)], [(index + 1) / n_classes, color]]
     return scale
+
+
+def _origins(grid: pd.DataFrame) -> pd.Series | None:
+    """Per point, whether the model answered it or it was filled in from answered neighbours; None for a grid
+    without a `scored` column (a baseline's, where every point is computed)."""
+    if "scored" not in grid:
+        return None
+    return grid["scored"].map({True: "answered by the model", False: "filled in from answered neighbours"})
 
 
 def _as_matrix(grid: pd.DataFrame, features: list[str], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,9 +87,11 @@ def class_boundary_figure(grid: pd.DataFrame, features: list[str], classes: list
     winner = proba.argmax(axis=1)
     uniform = 1 / len(classes)
     confidence = (proba.max(axis=1) - uniform) / (1 - uniform)
+    text = pd.Series([f"{classes[i]} (p={p:.2f})" for i, p in zip(winner, proba.max(axis=1))], index=grid.index)
+    origins = _origins(grid)
     # Stay inside the class's own band of z: a confidence of exactly 1 would reach the next class's colour.
     grid = grid.assign(_z=winner + np.clip(confidence, 0, 0.999),
-                       _text=[f"{classes[i]} (p={p:.2f})" for i, p in zip(winner, proba.max(axis=1))])
+                       _text=text if origins is None else text + "<br>" + origins)
     x, y, z = _as_matrix(grid, features, "_z")
     text = _as_matrix(grid, features, "_text")[2]
     heatmap = go.Heatmap(
@@ -99,9 +110,12 @@ def value_map_figure(grid: pd.DataFrame, features: list[str], column: str, train
     x, y, z = _as_matrix(grid, features, column)
     low, high = value_range or (None, None)
     label = value_label or column
+    origins = _origins(grid)
+    text = None if origins is None else _as_matrix(grid.assign(_origin=origins), features, "_origin")[2]
     heatmap = go.Heatmap(
-        x=x, y=y, z=z, zmin=low, zmax=high, colorscale=colorscale, colorbar={"title": label},
-        hovertemplate=f"{features[0]}=%{{x:.3g}}, {features[1]}=%{{y:.3g}}<br>{label}=%{{z:.3g}}<extra></extra>",
+        x=x, y=y, z=z, text=text, zmin=low, zmax=high, colorscale=colorscale, colorbar={"title": label},
+        hovertemplate=f"{features[0]}=%{{x:.3g}}, {features[1]}=%{{y:.3g}}<br>{label}=%{{z:.3g}}"
+                      + ("" if text is None else "<br>%{text}") + "<extra></extra>",
     )
     figure = go.Figure([heatmap, *_training_points(train, features, target, classes)])
     return _map_layout(figure, grid, features, title)
@@ -121,8 +135,11 @@ def regression_band_figure(grid: pd.DataFrame, feature: str, train: pd.DataFrame
             go.Scatter(x=x, y=mean + grid["std"], mode="lines", line={"width": 0}, fill="tonexty",
                        fillcolor="rgba(31, 119, 180, 0.25)", name="mean ± std", hoverinfo="skip"),
         ]
+    origins = _origins(grid)
+    hover = {} if origins is None else {
+        "text": origins, "hovertemplate": f"{feature}=%{{x:.3g}}, {target}=%{{y:.3g}}<br>%{{text}}<extra></extra>"}
     traces += [
-        go.Scatter(x=x, y=mean, mode="lines", name="prediction", line={"color": class_color(0)}),
+        go.Scatter(x=x, y=mean, mode="lines", name="prediction", line={"color": class_color(0)}, **hover),
         go.Scatter(x=train[feature], y=train[target], mode="markers", name="training rows",
                    marker={"color": "black", "size": 5}),
     ]

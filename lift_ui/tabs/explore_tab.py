@@ -2,20 +2,34 @@
 beside a classical baseline, and how much its sampled answers vary."""
 
 import time
+from collections.abc import Iterator
 from functools import partial
+from typing import NamedTuple
 
 import gradio as gr
 import pandas as pd
 
 from lift_core.baselines import CLASSIFIERS, REGRESSORS
-from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, EVALUATION_BASIS, baseline_boundary,
-                                explorable_features, model_boundary, refinement_resolutions, sampling_estimate)
+from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, EVALUATION_BASIS, PROBABILITY_TOLERANCE,
+                                VALUE_TOLERANCE, baseline_boundary, boundary_levels, explorable_features,
+                                sampling_estimate)
 from lift_core.errors import LiftError
 from lift_core.estimate import readable_duration
 from lift_core.runs import Run, finished_trained_run
 from lift_ui.common import MODEL_JOB, engine_progress, error_message, run_tab_header
 from lift_ui.context import AppContext
 from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
+
+# A map's levels are drawn as they land, but none sooner than this after the picture before, except the last: the
+# small trailing levels of a map come in quick succession and would only flood the page.
+PICTURE_INTERVAL_S = 1.0
+
+
+class Picture(NamedTuple):
+    level: int  # 1 for the coarsest
+    grid: pd.DataFrame
+    figures: object  # what the handler drew of the grid
+    final: bool  # the finished map (shown a second time if its level was shown while refining)
 
 
 def grid_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
@@ -57,51 +71,104 @@ def run_defaults(ctx: AppContext, run_name: str | None):
             f"**{run.name}**: {task} on {' and '.join(features)}.")
 
 
-def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, baseline: str,
+def answered_count(grid: pd.DataFrame) -> int:
+    return int(grid["scored"].sum())
+
+
+def paced_pictures(levels: Iterator[pd.DataFrame], draw) -> Iterator[Picture]:
+    """The pictures worth showing of a map's levels (coarse first): the first at once, then none sooner than
+    PICTURE_INTERVAL_S after the one before, and at the end the last level again as the final picture (drawn only
+    if it was skipped: no level says it is the last until the next one fails to come)."""
+    shown_at = drawn = figures = None
+    for number, grid in enumerate(levels, 1):
+        if shown_at is None or time.perf_counter() - shown_at >= PICTURE_INTERVAL_S:
+            drawn, figures, shown_at = grid, draw(grid), time.perf_counter()
+            yield Picture(number, grid, figures, final=False)
+    yield Picture(number, grid, figures if drawn is grid else draw(grid), final=True)
+
+
+def level_note(picture: Picture, answered: str) -> str:
+    """What a picture of a map still being refined shows, e.g. answered="answered by the model"."""
+    return (f"Level {picture.level}: {answered_count(picture.grid):,} of {len(picture.grid):,} points {answered} so "
+            "far; the rest filled in from them. Refining… (Cancel keeps this picture)")
+
+
+def boundary_note(run: Run, grid: pd.DataFrame) -> str:
+    """What is exact in a finished map of the model and what is filled in, and how."""
+    answered = answered_count(grid)
+    if answered == len(grid):
+        return f"{len(grid):,} grid points, every one answered by the model."
+    if run.dataset_info().task == "classification":
+        agreement = f"each at least {1 - PROBABILITY_TOLERANCE:.0%} sure of the same class"
+    else:
+        agreement = f"their answers within {VALUE_TOLERANCE:.0%} of the range of {run.dataset_info().target}"
+    return (f"{len(grid):,} grid points: {answered:,} answered by the model, {len(grid) - answered:,} filled in from "
+            f"answered neighbours that agree ({agreement}). Tick 'Score every point' for the exact map.")
+
+
+def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, baseline: str, exhaustive: bool,
              progress=gr.Progress()):
     """The model's map beside the baseline's, and the model's spread from the same pass: a coarse picture within
-    seconds, then the full resolution in its place."""
+    seconds, then finer ones in its place. The baseline is fitted after the model's first picture: some take
+    seconds."""
     try:
         run = finished_trained_run(ctx.runs_dir, run_name)
         features = explorable_features(run)
-        baseline_grid = baseline_boundary(run, baseline, resolution=int(resolution), margin=margin)
-        baseline_figure = grid_figure(run, baseline_grid, features, f"Baseline: {baseline}")
         progress(0, desc="Loading the model")
-        steps = refinement_resolutions(int(resolution))
-        for step in steps:
-            grid = model_boundary(run, resolution=step, margin=margin,
-                                  progress=engine_progress(progress, f"Predicting the {step}×{step} grid"))
-            done = step == steps[-1]
-            note = (f"{len(grid)} grid points, {margin:.0%} past the training data on each side." if done else
-                    f"A {step}×{step} picture so far; refining to {steps[-1]}×{steps[-1]}… (Cancel keeps it)")
-            yield (grid_figure(run, grid, features, f"Finetuned model ({run.name})"), baseline_figure,
-                   spread_figure(run, grid, features, f"Spread of the model's answers ({run.name})", sampled=False),
-                   note)
+        levels = boundary_levels(run, resolution=int(resolution), margin=margin, exhaustive=exhaustive,
+                                 progress=engine_progress(progress, "Asking the model, coarse points first"))
+        baseline_figure = None
+        for picture in paced_pictures(levels, partial(model_maps, run, features)):
+            model_figure, spread = picture.figures
+            note = boundary_note(run, picture.grid) if picture.final else level_note(picture, "answered by the model")
+            yield model_figure, baseline_figure, spread, note
+            if baseline_figure is None:
+                baseline_grid = baseline_boundary(run, baseline, resolution=int(resolution), margin=margin)
+                baseline_figure = grid_figure(run, baseline_grid, features, f"Baseline: {baseline}")
     except LiftError as error:
         yield None, None, None, error_message(error)
 
 
-def sampling_note(ctx: AppContext, run_name: str | None, resolution: float, samples: float) -> str:
-    """How long mapping the variance will take, said before the person starts it."""
+def model_maps(run: Run, features: list[str], grid: pd.DataFrame) -> tuple:
+    """The model's map and the spread of its answers, from one grid."""
+    return (grid_figure(run, grid, features, f"Finetuned model ({run.name})"),
+            spread_figure(run, grid, features, f"Spread of the model's answers ({run.name})", sampled=False))
+
+
+def sampling_note(ctx: AppContext, run_name: str | None, resolution: float, samples: float, exhaustive: bool) -> str:
+    """How long mapping the variance will take, said before the person starts it: an exhaustive map samples every
+    point, an adaptive one at most that."""
     try:
         run = finished_trained_run(ctx.runs_dir, run_name)
         answers, seconds, basis = sampling_estimate(run, resolution=int(resolution), samples=int(samples))
     except LiftError:
         return ""  # the run's problem is shown once, in the message line
+    count = (f"{answers:,} answers to sample" if exhaustive else
+             f"At most {answers:,} answers to sample (fewer where neighbouring points agree)")
     if seconds is None:
-        return (f"{answers:,} answers to sample. No time estimate yet: the model's speed is measured by its test "
-                "evaluation (Evaluate tab) and, for a classifier, by drawing the decision boundaries.")
-    duration = readable_duration(seconds)
+        return (f"{count}. No time estimate yet: the model's speed is measured by its test evaluation (Evaluate "
+                "tab) and, for a classifier, by drawing the decision boundaries.")
+    duration = f"about {readable_duration(seconds)}" + ("" if exhaustive and basis != EVALUATION_BASIS else " or less")
     if basis == EVALUATION_BASIS:
-        return (f"{answers:,} answers to sample: about {duration} or less, estimated from the speed of {basis}, "
-                "whose few rows make it slow per answer; drawing the decision boundaries first measures the speed "
-                "on the grid.")
-    return (f"{answers:,} answers to sample: about {duration}, estimated from the speed of {basis} (plus loading "
-            "the model if another run's is loaded).")
+        return (f"{count}: {duration}, estimated from the speed of {basis}, whose few rows make it slow per answer; "
+                "drawing the decision boundaries first measures the speed on the grid.")
+    return (f"{count}: {duration}, estimated from the speed of {basis} (plus loading the model if another run's is "
+            "loaded).")
+
+
+def variance_note(grid: pd.DataFrame, samples: int, seconds: float) -> str:
+    """How many answers a finished variance map sampled, against an exhaustive map, and how many were invalid."""
+    answered = answered_count(grid)
+    every = ("every point of the map" if answered == len(grid) else
+             f"against {len(grid) * samples:,} answers for every point of the map")
+    invalid = grid.loc[grid["scored"], "invalid"].mean()
+    return (f"Sampled {answered * samples:,} answers in {seconds:.0f} s: {answered:,} points × {samples} samples, "
+            f"{every}. {invalid:.1%} of the sampled answers were invalid.")
 
 
 def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, samples: float, temperature: float,
-             progress=gr.Progress()):
+             exhaustive: bool, progress=gr.Progress()):
+    """The spread of sampled answers over the grid, drawn level by level as the boundary maps are."""
     try:
         if samples < 2 or temperature < 0:
             raise LiftError("Draw at least 2 samples per point, at a temperature of 0 or more.")
@@ -109,15 +176,15 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
         features = explorable_features(run)
         progress(0, desc="Loading the model")
         started = time.perf_counter()
-        grid = model_boundary(run, resolution=int(resolution), margin=margin, samples=int(samples),
-                              temperature=temperature, progress=engine_progress(progress, "Sampling over the grid"))
+        levels = boundary_levels(run, resolution=int(resolution), margin=margin, samples=int(samples),
+                                 temperature=temperature, exhaustive=exhaustive,
+                                 progress=engine_progress(progress, "Sampling, coarse points first"))
+        title = f"Spread of {int(samples)} samples at temperature {temperature:g} ({run.name})"
+        for picture in paced_pictures(levels, lambda grid: spread_figure(run, grid, features, title, sampled=True)):
+            yield picture.figures, (variance_note(picture.grid, int(samples), time.perf_counter() - started)
+                                    if picture.final else level_note(picture, f"sampled {int(samples)} times"))
     except LiftError as error:
-        return None, error_message(error)
-    title = f"Spread of {int(samples)} samples at temperature {temperature:g} ({run.name})"
-    invalid = grid["invalid"].mean()
-    return (spread_figure(run, grid, features, title, sampled=True),
-            f"Sampled {len(grid) * int(samples):,} answers in {time.perf_counter() - started:.0f} s. "
-            f"{invalid:.1%} of the sampled answers were invalid.")
+        yield None, error_message(error)
 
 
 def build(ctx: AppContext) -> None:
@@ -134,6 +201,9 @@ def build(ctx: AppContext) -> None:
             baseline = gr.Dropdown(list(dict.fromkeys(CLASSIFIERS + REGRESSORS)),
                                    value=DEFAULT_BASELINE["classification"], label="Baseline beside the model",
                                    info="A classical model fitted on the run's own split.")
+            exhaustive = gr.Checkbox(label="Score every point (exact map, slower)",
+                                     info="Otherwise the model answers a coarse lattice and the points where "
+                                     "neighbours disagree; the rest is filled in from them.")
         with gr.Row():
             draw = gr.Button("Draw decision boundaries", variant="primary")
             cancel_drawing = gr.Button("Cancel", scale=0, min_width=120)
@@ -156,15 +226,15 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             spread_plot = gr.Plot(label="Spread of the scored answers")
             variance_plot = gr.Plot(label="Variance of sampled answers")
-        drawing = draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline],
+        drawing = draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline, exhaustive],
                              [model_plot, baseline_plot, spread_plot, message], api_name="boundary",
                              **MODEL_JOB)
-        sampling = sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature],
+        sampling = sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature, exhaustive],
                                 [variance_plot, message], api_name="variance", **MODEL_JOB)
         cancel_drawing.click(None, cancels=[drawing], api_visibility="private")
         cancel_sampling.click(None, cancels=[sampling], api_visibility="private")
-        estimating = partial(sampling_note, ctx), [picker, resolution, samples], estimate
-        gr.on([tab.select, picker.change, resolution.change, samples.change], *estimating,
+        estimating = partial(sampling_note, ctx), [picker, resolution, samples, exhaustive], estimate
+        gr.on([tab.select, picker.change, resolution.change, samples.change, exhaustive.change], *estimating,
               api_name="sampling_estimate")
         for timed in (drawing, sampling):  # each measures the model's speed anew
             timed.then(*estimating, api_visibility="private")
