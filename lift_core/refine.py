@@ -31,7 +31,6 @@ class Level:
 
     values: np.ndarray  # (points, columns): computed where `scored`, interpolated from computed corners elsewhere
     scored: np.ndarray  # (points,) bool
-    computed: int  # points computed for this level
     final: bool
 
 
@@ -57,19 +56,17 @@ def refine(resolution: int, dims: int, compute: Compute, needs_refinement: Judge
     starts = np.array(list(itertools.product(axis[:-1], repeat=dims)))[:, ::-1]  # first axis fastest, as the grid
     ends = np.array(list(itertools.product(axis[1:], repeat=dims)))[:, ::-1]
     guaranteed = power_of_two_step(resolution, GUARANTEED_CELLS_PER_SIDE)
-    values = scored = None
+    values = None  # allocated once the first answers say how many columns there are
+    scored = np.zeros(resolution ** dims, dtype=bool)
     kept_low, kept_high = np.empty((0, dims), int), np.empty((0, dims), int)
     while True:
         corners = _point_numbers(_corners(starts, ends), resolution)
-        if scored is None:
-            first = np.unique(corners)
-            computed = np.asarray(compute(first), dtype=float)
-            values = np.full((resolution ** dims, computed.shape[1]), np.nan)
-            scored = np.zeros(resolution ** dims, dtype=bool)
-        else:
-            first = np.unique(corners[~scored[corners]])
-            computed = np.asarray(compute(first), dtype=float) if len(first) else np.empty((0, values.shape[1]))
-        values[first], scored[first] = computed, True
+        new = np.unique(corners[~scored[corners]])
+        if len(new):
+            computed = np.asarray(compute(new), dtype=float)
+            if values is None:
+                values = np.full((resolution ** dims, computed.shape[1]), np.nan)
+            values[new], scored[new] = computed, True
 
         splittable = (ends - starts > 1).any(axis=1)
         if exhaustive:
@@ -84,7 +81,7 @@ def refine(resolution: int, dims: int, compute: Compute, needs_refinement: Judge
             kept_low, kept_high = kept_low[~reopened], kept_high[~reopened]
         final = not split.any()
         leaves = np.r_[kept_low, starts], np.r_[kept_high, ends]
-        yield Level(_filled(values, scored, *leaves, resolution), scored.copy(), len(first), final)
+        yield Level(_filled(values, scored, *leaves, resolution), scored.copy(), final)
         if final:
             return
         kept_low, kept_high = np.r_[kept_low, starts[~split]], np.r_[kept_high, ends[~split]]
