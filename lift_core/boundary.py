@@ -106,6 +106,22 @@ def grid_over(frame: pd.DataFrame, features: list[str], *, resolution: int = 60,
     return pd.DataFrame({name: axis.ravel() for name, axis in zip(features, mesh)})
 
 
+def map_key(*, resolution: int, margin: float, exhaustive: bool = False, baseline: str | None = None) -> str:
+    """The name a finished map is saved under in its run: the model's scored map, or a baseline's."""
+    kind = f"baseline-{baseline}" if baseline else "model-" + ("exhaustive" if exhaustive else "adaptive")
+    return f"{kind}-{resolution}-margin{margin:g}"
+
+
+def saved_model_map(run, *, resolution: int, margin: float, exhaustive: bool = False) -> pd.DataFrame | None:
+    """The model's finished map with these settings, if it was drawn before: an exhaustive one also answers an
+    adaptive request (it is the exact map). Sampled (variance) maps are never saved: each asks for new samples."""
+    for exact in (True, False) if not exhaustive else (True,):
+        saved = run.saved_map(map_key(resolution=resolution, margin=margin, exhaustive=exact))
+        if saved is not None:
+            return saved
+    return None
+
+
 def boundary_levels(run, *, resolution: int = 60, margin: float = 0.2, samples: int = 0, temperature: float = 1.0,
                     exhaustive: bool = False, progress=None, predictor=None) -> Iterator[pd.DataFrame]:
     """The finetuned model's predictions over a grid around the run's training data, as one full grid frame per
@@ -115,10 +131,18 @@ def boundary_levels(run, *, resolution: int = 60, margin: float = 0.2, samples: 
     k generations at `temperature`, and the spread is their vote entropy (classification) or std (regression).
     The `scored` column says which points the model answered; the others are interpolated from answered
     neighbours, unless `exhaustive`, whose last level has every point answered. `progress(done, total)` follows
-    each level's points.
+    each level's points. A scored map of the run's own model is saved in the run when finished, and a saved one
+    is then the only level, with no model loaded.
     """
     from lift_core.predict import cached_predictor
 
+    # Only the run's own model's scored maps are saved and reused: another predictor (a test's, a benchmark's) draws
+    # its own, and a sampled map asks for new samples.
+    key = None if samples or predictor else map_key(resolution=resolution, margin=margin, exhaustive=exhaustive)
+    saved = saved_model_map(run, resolution=resolution, margin=margin, exhaustive=exhaustive) if key else None
+    if saved is not None:
+        yield saved
+        return
     info = run.dataset_info()
     features = explorable_features(run)
     train = run.split("train")
@@ -143,7 +167,10 @@ def boundary_levels(run, *, resolution: int = 60, margin: float = 0.2, samples: 
             predicted = answers.shares_frame(info.classes, level.values[:, :-1], level.values[:, -1])
         else:
             predicted = pd.DataFrame(level.values, columns=columns)
-        yield grid.join(predicted).assign(scored=level.scored)
+        frame = grid.join(predicted).assign(scored=level.scored)
+        yield frame
+    if key and not run.read_only:
+        run.save_map(key, frame)
     if samples or classification:  # a regression's map samples a number of its own
         basis = SAMPLED_BASIS if samples else SCORED_BASIS
         _seconds_per_answer[str(run.path), basis] = timed["seconds"] / (timed["points"] * max(1, samples))
@@ -174,13 +201,20 @@ def baseline_boundary(run, name: str, *, resolution: int = 60, margin: float = 0
     from lift_core import baselines
     from lift_core.evaluation import run_dataset
 
+    key = map_key(resolution=resolution, margin=margin, baseline=name)
+    saved = run.saved_map(key)
+    if saved is not None:
+        return saved
     dataset, splits = run_dataset(run)
     grid = grid_over(splits.train, explorable_features(run), resolution=resolution, margin=margin)
     fitted = baselines.fit_baseline(name, splits, dataset, seed=run.config().seed)
     if dataset.task == "regression":
-        return grid.assign(y_pred=fitted.predict(grid))
-    proba = baselines.class_probabilities(fitted, grid, dataset.classes)
-    result = grid.assign(y_pred=np.asarray(dataset.classes)[proba.argmax(axis=1)])
-    for index, label in enumerate(dataset.classes):
-        result[f"p_{label}"] = proba[:, index]
+        result = grid.assign(y_pred=fitted.predict(grid))
+    else:
+        proba = baselines.class_probabilities(fitted, grid, dataset.classes)
+        result = grid.assign(y_pred=np.asarray(dataset.classes)[proba.argmax(axis=1)])
+        for index, label in enumerate(dataset.classes):
+            result[f"p_{label}"] = proba[:, index]
+    if not run.read_only:
+        run.save_map(key, result)
     return result

@@ -11,11 +11,16 @@
                     saved at each epoch's end, at least every 5 minutes and on a stop: what --resume continues from.
                     The Trainer writes its own files into the folder `checkpoints_dir` names; the run completes it.
     eval.json       test metrics
+    maps/           finished maps over the feature plane (the model's boundary and spread, a baseline's), one CSV
+                    per kind and settings, so a map asked for again is shown without the model
     predictions.csv the test rows with y_true, y_pred and probabilities or spread
     baselines.csv   the scikit-learn baselines' test scores on the same split, once someone asks for them
     launcher.json   pid and launch time, written by the launcher before the process writes status.json
     settings.json   the settings the launcher hands to the training process (`train --config`)
     STOP            present once a stop was requested; the training process checks for it after every step
+
+A run opened read-only (a shipped example) refuses every write: it can be read, evaluated from its saved files
+and explored, never resumed, stopped, deleted or changed.
 
 The state is a small state machine (TRANSITIONS): each change is checked against the current state and written
 under a lock on the folder, so the training process, the launcher's watcher and a second server never undo each
@@ -24,6 +29,7 @@ other's writes. Reading never writes: a run whose process died reads as running 
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -67,6 +73,7 @@ _CHECKPOINT_STATE = "lift_state.json"  # written last into a checkpoint: a folde
 _EVAL = "eval.json"
 _PREDICTIONS = "predictions.csv"
 _BASELINES = "baselines.csv"
+_MAPS = "maps"
 _LAUNCHER = "launcher.json"
 _SETTINGS = "settings.json"
 _STOP = "STOP"
@@ -91,9 +98,21 @@ class DatasetInfo:
     train_target_mean: float | None = None
 
 
+def _writes(method):
+    """A method that writes into the run folder: refused for a read-only run, whatever asks."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        if self.read_only:
+            raise RunStateError(f"Run '{self.name}' is a shipped example: it can be opened, evaluated and explored, "
+                                "but not resumed, stopped, deleted or changed. Train your own in the Train tab.")
+        return method(self, *args, **kwargs)
+    return checked
+
+
 class Run:
-    def __init__(self, path):
+    def __init__(self, path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
 
     @property
     def name(self) -> str:
@@ -156,6 +175,15 @@ class Run:
 
         saved = self.path / _BASELINES
         return pd.read_csv(saved) if saved.exists() else None
+
+    def owner(self) -> str | None:
+        """The visitor who started the run on a multi-user server; None for a single user's run."""
+        return self.status().get("owner")
+
+    def saved_map(self, key: str) -> "pd.DataFrame | None":
+        """The finished map saved under `key` (boundary.map_key), or None."""
+        path = self.path / _MAPS / f"{key}.csv"
+        return self._read_table(path, ["y_pred"]) if path.is_file() else None
 
     def status(self) -> dict:
         """The recorded status, as it is on disk."""
@@ -322,6 +350,7 @@ class Run:
         write_json_atomically(self.path / _STATUS, {**status, "updated": time.time()})
 
     @contextlib.contextmanager
+    @_writes
     def _locked(self):
         """Held while the status is read, changed and written back, by any thread of any process."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -331,9 +360,11 @@ class Run:
 
     # Writing the run's files
 
+    @_writes
     def save_config(self, config: dict) -> None:
         write_json_atomically(self.path / _CONFIG, config)
 
+    @_writes
     def save_dataset(self, info: DatasetInfo, splits) -> None:
         """The splits as trained on, and what the data turned out to be."""
         (self.path / _SPLITS).mkdir(exist_ok=True)
@@ -341,6 +372,7 @@ class Run:
             getattr(splits, name).to_csv(self.path / _SPLITS / f"{name}.csv", index=False)
         write_json_atomically(self.path / _DATASET, asdict(info))
 
+    @_writes
     def append_metrics(self, row: dict) -> None:
         # Non-finite floats would make the line invalid JSON for the browser.
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
@@ -348,12 +380,14 @@ class Run:
             handle.write(json.dumps(clean, default=json_default) + "\n")
             handle.flush()
 
+    @_writes
     def drop_metrics_after(self, step: int) -> None:
         """Forget the metrics logged after `step`: a resumed run logs those steps again."""
         rows = [row for row in self.metrics() if (row.get("step") or 0) <= step]
         text = "".join(json.dumps(row) + "\n" for row in rows)
         write_atomically(self.path / _METRICS, lambda partial: partial.write_text(text))
 
+    @_writes
     def complete_checkpoint(self, step: int, state: dict, save_extras) -> None:
         """After the Trainer wrote checkpoint-`step`: `save_extras(folder)`, then the state file, written last to
         mark it complete; only then are older checkpoints removed, so a kill mid-save leaves the previous one."""
@@ -364,39 +398,73 @@ class Run:
             if older != folder:
                 shutil.rmtree(older, ignore_errors=True)
 
+    @_writes
     def save_adapter(self, model) -> None:
         # Written whole or not at all: a kill mid-save leaves no adapter folder rather than a truncated one.
         write_atomically(self.adapter_dir, model.save_pretrained, replace_folder=True)
 
+    @_writes
+    def pack_adapter_for_shipping(self) -> None:
+        """The adapter as a run that ships with the app keeps it: its weights in 16-bit floats (half the bytes; the
+        model reads them back in its own dtype) and its config's module list sorted (peft writes it in set order,
+        which differs from process to process), so that two makes of it are the same bytes. Whatever was computed
+        from the 32-bit weights is forgotten."""
+        from safetensors.torch import load_file, save_file
+
+        for weights in self.adapter_dir.glob("*.safetensors"):
+            halved = {name: tensor.half() if tensor.is_floating_point() else tensor
+                      for name, tensor in load_file(weights).items()}
+            write_atomically(weights, lambda partial, tensors=halved: save_file(tensors, str(partial)))
+        config_file = self.adapter_dir / "adapter_config.json"
+        config = read_json(config_file)
+        if isinstance(config.get("target_modules"), list):
+            write_json_atomically(config_file, {**config, "target_modules": sorted(config["target_modules"])})
+        self.forget_evaluation()
+
+    @_writes
     def save_evaluation(self, results: dict, predictions: "pd.DataFrame") -> None:
         predictions.to_csv(self.path / _PREDICTIONS, index=False)
         write_json_atomically(self.path / _EVAL, results)
 
+    @_writes
     def forget_evaluation(self) -> None:
-        """eval.json and predictions.csv describe an adapter that a resumed run replaces."""
+        """eval.json, predictions.csv and the model's saved maps describe an adapter that a resumed run replaces
+        (a baseline's maps stay true, but are few and cheap to draw again)."""
         for stale in (_EVAL, _PREDICTIONS):
             (self.path / stale).unlink(missing_ok=True)
+        shutil.rmtree(self.path / _MAPS, ignore_errors=True)
 
+    @_writes
     def save_baselines(self, table: "pd.DataFrame") -> None:
         write_atomically(self.path / _BASELINES, lambda partial: table.to_csv(partial, index=False))
 
+    @_writes
     def request_stop(self) -> None:
         (self.path / _STOP).touch()
 
+    @_writes
     def save_settings(self, config: dict) -> Path:
         """The settings a launched training process reads (`train --config`); returns their file."""
         write_json_atomically(self.path / _SETTINGS, config)
         return self.path / _SETTINGS
 
+    @_writes
     def open_log(self, mode: str):
         """log.txt, for the launched process's output: "w" for a new run, "a" for a resumed one."""
         return open(self.path / _LOG, mode)
 
+    @_writes
     def record_launch(self, identity: dict) -> None:
         write_json_atomically(self.path / _LAUNCHER, {**identity, "launched": time.time()})
 
+    @_writes
     def delete(self) -> None:
         shutil.rmtree(self.path)
+
+    @_writes
+    def save_map(self, key: str, grid: "pd.DataFrame") -> None:
+        (self.path / _MAPS).mkdir(exist_ok=True)
+        write_atomically(self.path / _MAPS / f"{key}.csv", lambda partial: grid.to_csv(partial, index=False))
 
 
 def check_new_run_folder(path) -> None:
@@ -425,32 +493,3 @@ def list_runs(runs_dir) -> list[Run]:
         return []
     runs = [run for run in map(Run, root.iterdir()) if run.exists()]
     return sorted(runs, key=lambda run: run.status().get("created", 0), reverse=True)
-
-
-def find_run(runs_dir, name: str | None) -> Run:
-    """The listed run of that name. Names come from the browser: only a listed name reaches the file system."""
-    if not name:
-        raise LiftError("Choose a run first.")
-    run = next((run for run in list_runs(runs_dir) if run.name == name), None)
-    if run is None:
-        raise LiftError(f"There is no run named '{name}'. Refresh the list of runs to see the current ones.")
-    return run
-
-
-def trained_run_names(runs_dir) -> list[str]:
-    """Names of the runs with a saved adapter, newest first: the ones there is a model to ask."""
-    return [run.name for run in list_runs(runs_dir) if run.has_adapter()]
-
-
-def finished_trained_run(runs_dir, name: str | None) -> Run:
-    """The named run, once it has finished with a saved adapter: a model that can be evaluated and asked."""
-    if not name:
-        raise LiftError("Choose a run first (train one in the Train tab, then press ↻ Refresh runs).")
-    run = find_run(runs_dir, name)
-    state = run.reconcile().get("state")
-    if state in ACTIVE_STATES:
-        raise LiftError(f"Run '{name}' is still {state}; evaluate it once it has finished.")
-    if not run.has_adapter():
-        raise LiftError(f"Run '{name}' has no trained adapter (it ended as '{state}'), so there is no model to "
-                        "evaluate.")
-    return run

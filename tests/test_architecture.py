@@ -18,7 +18,8 @@ from lift_core.errors import LiftError
 from lift_core.estimators import PREDICT_SETTINGS, TRAIN_SETTINGS, LiftClassifier, LiftRegressor
 from lift_core.launcher import training_command
 from lift_core.predict import predict_table
-from lift_core.runs import create_run, find_run, finished_trained_run, trained_run_names
+from lift_core.access import RunAccess
+from lift_core.runs import create_run
 
 PACKAGE = Path(REPO_ROOT) / "lift_core"
 UI_PACKAGE = Path(REPO_ROOT) / "lift_ui"
@@ -215,13 +216,14 @@ def test_runs_are_found_only_by_a_listed_name(tmp_path):
     put_in_state(create_run(runs_dir / "done", {"model": "tiny"}), "completed")
     (runs_dir / "done" / "adapter").mkdir()
     put_in_state(create_run(runs_dir / "no-adapter", {"model": "tiny"}), "failed")
-    assert find_run(runs_dir, "done").name == "done"
-    assert trained_run_names(runs_dir) == ["done"]
-    assert finished_trained_run(runs_dir, "done").name == "done"
+    access = RunAccess(runs_dir)
+    assert access.find("done").name == "done"
+    assert access.trained_run_names() == ["done"]
+    assert access.finished_trained_run("done").name == "done"
     for name, problem in (("../runs/done", "no run named"), ("no-adapter", "no trained adapter"),
                           (None, "Choose a run")):
         with pytest.raises(LiftError, match=problem):
-            finished_trained_run(runs_dir, name)
+            access.finished_trained_run(name)
 
 
 def test_predicting_a_table_keeps_its_columns_and_replaces_old_predictions(tiny_run):
