@@ -1,5 +1,12 @@
 """Owns the training subprocess. The web app never trains in a request: it asks this launcher to start the
-engine's CLI, and reads the run folder, so the page stays responsive and a browser refresh loses nothing."""
+engine's CLI, and reads the run folder, so the page stays responsive and a browser refresh loses nothing.
+
+On a multi-user server (a launcher with VisitorLimits) every run has an owner, and a start while another run trains
+is not refused: the run is created with its data, `queued` with `waiting_since` and its `turn` in its status, and
+launched when the slot frees (`train --resume` picks a queued run up, from step 0 for a new one), in turns fair
+between visitors. The waiting runs live in the runs folder, so a restarted server, or another app process sharing
+it, launches them.
+"""
 
 import contextlib
 import fcntl
@@ -11,29 +18,39 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
+from lift_core.access import RunAccess, VisitorLimits
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError, looks_out_of_memory
 from lift_core.processes import identity_alive, kill_with_descendants, process_identity
-from lift_core.runs import ACTIVE_STATES, Run, list_runs, new_run_folder
+from lift_core.runs import ACTIVE_STATES, Run, create_run, list_runs, new_run_folder
+from lift_core.zerogpu import TRAINING_REFUSAL, on_zerogpu
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 # Held while a launch checks that no training is active and starts one: app processes sharing a runs folder
 # take turns too, not only this server's threads.
 LAUNCH_LOCK_FILE = ".launch.lock"
 EXIT_GRACE_S = 10  # how long a launch waits for a finished run's process to exit
+CANCELLED = "Cancelled before it started."  # the error of a waiting run its owner stopped
 
 
 class TrainingLauncher:
-    """One training at a time per server; the runs folder, not this object, is the source of truth."""
+    """One training at a time per runs folder; the runs folder, not this object, is the source of truth.
 
-    def __init__(self, runs_dir, allowed_models: list[str] | None = None):
+    With `limits`, a multi-user server: runs have owners, the caps apply, and a start while a run trains waits.
+    """
+
+    def __init__(self, runs_dir, allowed_models: list[str] | None = None, limits: VisitorLimits | None = None):
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         # On a public server, the models anyone may load (each costs memory, and a hub id a download).
         self.allowed_models = allowed_models
+        self.limits = limits
         self._lock = threading.Lock()
         self._watched: set[Path] = set()  # runs whose process this launcher still waits for
+        if limits is not None:
+            self.start_waiting()  # runs a previous server left waiting
 
     def active_run(self) -> Run | None:
         for run in self._launching_runs() + list_runs(self.runs_dir):
@@ -86,56 +103,185 @@ class TrainingLauncher:
 
         return self.active_run() is None and needs_timing(config, self.runs_dir)
 
-    def start(self, config: TrainConfig) -> Run:
+    def start(self, config: TrainConfig, owner: str | None = None) -> Run:
+        """Launch a run of `config`. On a multi-user server, a run of `owner`'s, refused beyond the caps, which
+        waits for the slot when a run trains (see queue_position)."""
         from lift_core.training import check_training_inputs
 
+        _check_training_here()
         self.check_model(config.model)
         # Bad data, a bad template or rows too long are reported here, in the page, instead of as a failed run.
-        check_training_inputs(config)
+        loaded = check_training_inputs(config)
+        if self.limits is not None:
+            return self._queue_new(config, owner, loaded)
         with self._exclusive():
             run = new_run_folder(self.new_run_path(config))
             settings = run.save_settings(asdict(config))
             self._launch(run, training_command(config, run.path, settings), config, log_mode="w")
         return run
 
+    def _queue_new(self, config: TrainConfig, owner: str | None, loaded) -> Run:
+        """A visitor's run, created with its data and queued for the slot; launched at once when the slot is free."""
+        from lift_core.training import record_dataset
+
+        if owner is None:
+            raise ValueError("A multi-user launcher starts a run for its owner.")
+        self.limits.check_table_rows(_table_rows(config, *loaded))
+        with self._launch_lock():  # the count and the new run at once: two quick starts cannot both pass the cap
+            self.limits.check_run_count(len(RunAccess(self.runs_dir, owner=owner).own_runs()))
+            run = create_run(self.new_run_path(config), asdict(config))
+            run.record(owner=owner)
+            record_dataset(run, *loaded)
+            self._enqueue(run)  # last: only a run with its data can be launched
+        return run
+
     def resume(self, run: Run) -> str:
         """Start an interrupted, failed or stopped run's training again from its last checkpoint; returns where
-        it picks up, in words."""
+        it picks up, in words. On a multi-user server it waits for the slot when a run trains."""
+        _check_training_here()
         run.reconcile()
         problem = run.resume_problem()
         if problem:
             raise LiftError(problem)
-        config = run.config()
-        self.check_model(config.model)
+        self.check_model(run.config().model)
+        if self.limits is not None:
+            with self._launch_lock():
+                point = run.resume_point()
+                run.resume({})
+                self._enqueue(run)
+            return point
         with self._exclusive():
             point = run.resume_point()
             # Queued before the process starts, so that it finds the run queued for it (see training.resumable_run).
             run.resume({})
             try:
-                process = self._launch(run, resume_command(run.path), config, log_mode="a")
-            except OSError as error:  # not left queued with no process, where it could never be resumed again
-                run.fail(f"The training process could not be started: {error}")
+                self._launch_queued(run)
+            except OSError as error:
                 raise LiftError(f"Run '{run.name}' could not be resumed: its training process did not start "
                                 f"({error}).") from error
-            run.record(**process_identity(process.pid))
         return point
+
+    def _launch_queued(self, run: Run) -> None:
+        """Starts the training process of a run queued for it (see training.resumable_run): from its last
+        checkpoint, or from step 0 for a run that never trained. An OSError, when the process cannot start, is
+        raised after the run is recorded as failed, not left queued with no process, where it could never be
+        resumed again."""
+        first_launch = not run.launch_record()
+        try:
+            process = self._launch(run, resume_command(run.path), run.config(), log_mode="w" if first_launch else "a")
+        except OSError as error:
+            run.fail(f"The training process could not be started: {error}")
+            raise
+        run.record(**process_identity(process.pid))
+
+    # The queue of a multi-user server
+
+    def waiting_runs(self) -> list[Run]:
+        """The runs waiting for the training slot, in the order they will start: by turn, then by the time they
+        were queued (see _next_turn)."""
+        waiting = [entry for entry in map(_queue_entry, list_runs(self.runs_dir)) if entry and not entry.launched]
+        return [entry.run for entry in sorted(waiting, key=lambda entry: (entry.turn, entry.since, entry.run.name))]
+
+    def _enqueue(self, run: Run) -> None:
+        """Under the launch lock: the run waits for the slot in its owner's next turn, launched now if it is free."""
+        run.record(waiting_since=time.time(), turn=self._next_turn(run))
+        self._launch_next()
+
+    def _next_turn(self, run: Run) -> int:
+        """The turn of a run queued now: one after the last turn of its owner's other queued runs, and not before
+        the turn of the last run launched. So each visitor's runs take turns with the others', a newcomer goes
+        before the second run of one who has trained, and a turn once given never changes: the order shown is
+        the order the runs start in."""
+        entries = map(_queue_entry, list_runs(self.runs_dir))
+        others = [entry for entry in entries if entry and entry.run.name != run.name]
+        serving = max((entry.turn for entry in others if entry.launched), default=0)
+        theirs = max((entry.turn for entry in others if entry.run.owner() == run.owner()), default=-1)
+        return max(serving, theirs + 1)
+
+    def queue_position(self, run: Run) -> int | None:
+        """1 for the waiting run that starts next, 2 for the one after; None for a run that is not waiting."""
+        names = [waiting.name for waiting in self.waiting_runs()]
+        return names.index(run.name) + 1 if run.name in names else None
+
+    def start_waiting(self) -> None:
+        """Launch the next waiting run if no training is active. Called when a run's process exits, on every
+        start, by a new launcher and by sweep_every."""
+        with self._launch_lock():
+            self._launch_next()
+
+    def _launch_next(self) -> None:
+        """Under the launch lock: the first waiting run is launched, unless a training is active."""
+        if self._busy_run() is not None:
+            return
+        for run in self.waiting_runs():
+            with contextlib.suppress(OSError):  # recorded as failed: the next one gets the slot
+                self._launch_queued(run)
+                return
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Delete the visitors' runs created over limits.max_age_hours before `now`, never a run without an owner
+        nor one whose process lives; returns their names."""
+        if self.limits is None or not self.limits.max_age_hours:
+            return []
+        cutoff = (time.time() if now is None else now) - self.limits.max_age_hours * 3600
+        with self._launch_lock():  # a waiting run is not launched while its folder goes
+            old = [run for run in list_runs(self.runs_dir) if run.owner() is not None
+                   and run.status().get("created", cutoff) < cutoff and not self._in_use(run)]
+            for run in old:
+                run.delete()
+        return [run.name for run in old]
+
+    def sweep_every(self, interval_s: float) -> threading.Event:
+        """Every `interval_s` seconds, in a daemon thread: sweep(), then start_waiting(), for the runs whose end
+        no watcher of this launcher sees (launched by a previous server, or by another app process sharing the
+        folder). Set the returned event to stop."""
+        stopped = threading.Event()
+
+        def tidy() -> None:
+            while not stopped.wait(interval_s):
+                try:
+                    self.sweep()
+                    self.start_waiting()
+                except (OSError, LiftError) as error:  # a folder deleted meanwhile: the next round tries again
+                    print(f"lift: tidying the runs folder failed: {error}", file=sys.stderr, flush=True)
+
+        threading.Thread(target=tidy, name="lift-sweep", daemon=True).start()
+        return stopped
+
+    def _in_use(self, run: Run) -> bool:
+        """Whether a process of the run lives, or this launcher still waits to record its end."""
+        return (run.path in self._watched or identity_alive(run.launch_record())
+                or identity_alive(run.training_process()))
+
+    # The launch lock
+
+    @contextlib.contextmanager
+    def _launch_lock(self):
+        """LAUNCH_LOCK_FILE and this server's thread lock."""
+        with self._lock, open(self.runs_dir / LAUNCH_LOCK_FILE, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     @contextlib.contextmanager
     def _exclusive(self):
         """Refuses when a training is active; otherwise holds the launch lock until the new one is recorded."""
-        with self._lock, open(self.runs_dir / LAUNCH_LOCK_FILE, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            # A finished run's process still exiting is waited for, so that two trainings never overlap.
-            deadline = time.monotonic() + EXIT_GRACE_S
-            while True:
-                busy = self.active_run()
-                if busy:
-                    raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
-                                    "first: one training runs at a time.")
-                if not self._exiting() or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+        with self._launch_lock():
+            busy = self._busy_run()
+            if busy:
+                raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
+                                "first: one training runs at a time.")
             yield
+
+    def _busy_run(self) -> Run | None:
+        """The active run; a finished run's process still exiting is waited for (up to EXIT_GRACE_S), so that two
+        trainings never overlap, and so is the recording of its exit: a watcher that read the run as queued by a
+        resume meanwhile would take the new launch for a crash."""
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while True:
+            busy = self.active_run()
+            if busy or not (self._exiting() or self._watched) or time.monotonic() > deadline:
+                return busy
+            time.sleep(0.1)
 
     def _launch(self, run: Run, command: list[str], config: TrainConfig, log_mode: str) -> subprocess.Popen:
         with run.open_log(log_mode) as log:
@@ -163,6 +309,8 @@ class TrainingLauncher:
                 self._record_exit(run, exit_code, config)
         finally:
             self._watched.discard(run.path)
+        if self.limits is not None:
+            self.start_waiting()  # the slot is free
 
     def _record_exit(self, run: Run, exit_code: int, config: TrainConfig) -> None:
         if not run.exists():
@@ -176,32 +324,54 @@ class TrainingLauncher:
         else:
             run.record(exit_code=exit_code)
 
-    def stop(self) -> tuple[Run, str] | None:
-        """Ask the active run to stop: it finishes its step, saves its adapter and ends as `stopped`.
+    def stop(self, owner: str | None = None) -> tuple[Run, str] | None:
+        """Ask the active run to stop: it finishes its step, saves its adapter and ends as `stopped`. With `owner`,
+        only a run of theirs: the active run if it is theirs, else their waiting run that would start last, which
+        is cancelled (recorded as failed with the error CANCELLED, so it still counts until deleted).
 
         Returns the run and what happened: "requested"; "waiting" when asked again within FORCE_AFTER_S;
-        "killed" when asked again later, for a run that does not reach its next step (no adapter then).
+        "killed" when asked again later, for a run that does not reach its next step (no adapter then);
+        "cancelled". None when there is nothing to stop.
         """
         run = self.active_run()
-        if run is None:
-            return None
+        if run is not None and (owner is None or run.owner() == owner):
+            return run, self._stop_active(run)
+        return None if owner is None else self._cancel_waiting(owner)
+
+    def _stop_active(self, run: Run) -> str:
         if not run.stop_requested():
             # A stop file rather than SIGTERM: a signal during model loading would kill the process before it
             # installs its handler, losing the adapter; the file is read after every training step.
             run.request_stop()
-            return run, "requested"
+            return "requested"
         # A double click must not throw away a run that was about to stop by itself.
         if (run.seconds_since_stop_request() or 0) < FORCE_AFTER_S:
-            return run, "waiting"
+            return "waiting"
         _kill(run)
-        return run, "killed"
+        return "killed"
+
+    def _cancel_waiting(self, owner: str) -> tuple[Run, str] | None:
+        with self._launch_lock():  # not launched while it is cancelled
+            theirs = [run for run in self.waiting_runs() if run.owner() == owner]
+            if not theirs:
+                return None
+            theirs[-1].fail(CANCELLED)
+        return theirs[-1], "cancelled"
 
     def delete(self, run: Run) -> None:
-        """Delete a run's folder, unless it is the one training."""
-        active = self.active_run()
-        if active is not None and active.name == run.name:
-            raise LiftError(f"Run '{run.name}' is training: stop it in the Train tab before deleting it.")
-        run.delete()
+        """Delete a run's folder, unless it is the one training; a waiting run leaves the queue."""
+        # A waiting run under the launch lock, so that it is not launched while its folder goes.
+        with self._launch_lock() if self.queue_position(run) else contextlib.nullcontext():
+            active = self.active_run()
+            if active is not None and active.name == run.name:
+                raise LiftError(f"Run '{run.name}' is training: stop it in the Train tab before deleting it.")
+            run.delete()
+
+
+def _check_training_here() -> None:
+    """A training process gets no GPU on ZeroGPU hardware: refused there, in words that say where to train."""
+    if on_zerogpu():
+        raise LiftError(TRAINING_REFUSAL)
 
 
 def training_command(config: TrainConfig, out_dir, settings_file: Path | None = None) -> list[str]:
@@ -246,6 +416,29 @@ def _kill(run: Run) -> None:
         kill_with_descendants(launched["pid"])
     elif _launched_and_alive(run):
         kill_with_descendants(run.training_process()["pid"])
+
+
+class _QueueEntry(NamedTuple):
+    run: Run
+    turn: int
+    since: float  # when it was queued
+    launched: bool  # since it was queued; else it waits
+
+
+def _queue_entry(run: Run) -> _QueueEntry | None:
+    """How the run was last queued for the slot; None for a run never queued, or cancelled before it started."""
+    status = run.status()
+    if status.get("waiting_since") is None:
+        return None
+    launched = run.launch_record().get("launched", 0) >= status["waiting_since"]
+    if not launched and status.get("state") != "queued":
+        return None
+    return _QueueEntry(run, status["turn"], status["waiting_since"], launched)
+
+
+def _table_rows(config: TrainConfig, dataset, splits) -> int:
+    """The rows a run reads: its table's (those without a target too) and those of a separate test table."""
+    return len(dataset.frame) + dataset.n_dropped + (len(splits.test) if config.test_data else 0)
 
 
 def _launched_and_alive(run: Run) -> bool:
