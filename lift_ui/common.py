@@ -1,6 +1,8 @@
 """What several tabs show the same way: problems, the majority-class warning, run pickers, progress bars,
 downloads, and the controls of TrainConfig's settings."""
 
+import functools
+import inspect
 import math
 import numbers
 import tempfile
@@ -10,8 +12,10 @@ import gradio as gr
 import pandas as pd
 
 from lift_core.config import DEFAULTS, SETTINGS
+from lift_core.errors import LiftError
 from lift_core.evaluation import majority_warning
-from lift_core.runs import trained_run_names
+from lift_core.examples import EXAMPLE_RUN_PREFIX
+from lift_core.zerogpu import gpu_job
 
 
 # Asking a model holds it in memory and keeps every core busy: one such job per server at a time, the others
@@ -55,25 +59,71 @@ def rounded(results: dict | None) -> dict | None:
     return {key: shown_number(value) if isinstance(value, float) else value for key, value in results.items()}
 
 
-def run_choices(runs_dir, current: str | None = None) -> gr.Dropdown:
-    """The trained runs, keeping the current choice while it exists, else the newest."""
-    names = trained_run_names(runs_dir)
-    return gr.Dropdown(choices=names, value=current if current in names else next(iter(names), None))
+def with_context(handler, ctx):
+    """`handler` with the server's context as its first argument. Unlike functools.partial, it keeps what gradio
+    reads of a handler: its type hints (so a `request: gr.Request` parameter is filled in with the caller's
+    session) and whether it is a generator (so its pictures are streamed)."""
+    if inspect.isgeneratorfunction(handler):
+        def bound(*args, **kwargs):
+            yield from handler(ctx, *args, **kwargs)
+    else:
+        def bound(*args, **kwargs):
+            return handler(ctx, *args, **kwargs)
+    bound = functools.wraps(handler)(bound)
+    bound.__signature__ = inspect.signature(functools.partial(handler, ctx))
+    return bound
 
 
-def run_tab_header(runs_dir, tab: gr.Tab, description: str) -> tuple[gr.Dropdown, gr.Markdown]:
+def gpu_handler(ctx, handler, seconds):
+    """`handler` bound to the server's context (with_context), run inside a ZeroGPU call where the `spaces` package
+    is installed, asking for seconds(run, *inputs): the run its first input names and its other inputs. A name
+    that is not a finished run asks for a second: the handler says what is wrong."""
+    def duration(run_name, *inputs):
+        request = next((value for value in inputs if isinstance(value, gr.Request)), None)
+        try:
+            run = ctx.access(request).finished_trained_run(run_name)
+        except LiftError:
+            return 1
+        return seconds(run, *inputs)
+    return gpu_job(duration)(with_context(handler, ctx))
+
+
+def run_label(name: str) -> str:
+    """How a picker names a run: a shipped example says so."""
+    return f"{name} (example, read-only)" if name.startswith(EXAMPLE_RUN_PREFIX) else name
+
+
+def run_choices(access, current: str | None = None, choose_newest: bool = True) -> gr.Dropdown:
+    """The trained runs a person sees, keeping the current choice while it exists, else the newest (or, without
+    `choose_newest`, none: the page has not chosen yet)."""
+    names = access.trained_run_names()
+    newest = next(iter(names), None) if choose_newest else None
+    return gr.Dropdown(choices=[(run_label(name), name) for name in names],
+                       value=current if current in names else newest)
+
+
+def run_tab_header(ctx, tab: gr.Tab, description: str) -> tuple[gr.Dropdown, gr.Markdown]:
     """The top of a tab about one trained run: what the tab does, a run picker and a message line.
 
-    The picker refreshes with its button and whenever the tab opens.
+    The picker lists what anyone may see (on a multi-user server: the examples) until the page says who it is; it
+    refreshes with its button, whenever the tab opens and once the page's visitor is known.
     """
     gr.Markdown(description)
-    names = trained_run_names(runs_dir)
+    listed = run_choices(ctx.page_access())
     with gr.Row():
         # Runs finished after the page loaded are valid too, hence custom values; the engine checks the name.
-        picker = gr.Dropdown(names, value=next(iter(names), None), label="Run", allow_custom_value=True, scale=4)
+        picker = gr.Dropdown(listed.choices, value=listed.value, label="Run", allow_custom_value=True, scale=4)
         refresh = gr.Button("↻ Refresh runs", scale=0, min_width=140)
+
+    def refreshed(current, request: gr.Request):
+        return run_choices(ctx.access(request), current)
+
+    def visitor_runs(current, request: gr.Request):  # the newest is chosen when the tab opens, not before
+        return run_choices(ctx.access(request), current, choose_newest=False)
+
     for trigger in (refresh.click, tab.select):
-        trigger(lambda current: run_choices(runs_dir, current), picker, picker, api_visibility="private")
+        trigger(refreshed, picker, picker, api_visibility="private")
+    ctx.visitor_known(visitor_runs, picker, picker, api_visibility="private")
     return picker, gr.Markdown()
 
 

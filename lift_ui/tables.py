@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from lift_core import data
+from lift_core.config import DEFAULTS, TrainConfig
 from lift_core.errors import LiftError
 from lift_core.selection import TableChoice, check_table_choice
 
@@ -77,3 +78,31 @@ def active_table_line(data_path, target, features, task) -> str:
     if choice.problem:
         parts.append("⚠️ cannot be trained on as chosen: the Data tab says why")
     return " · ".join(parts)
+
+
+def make_config(data, target, features, task, template, template_text, decimals, model, table_required=True,
+                **settings) -> TrainConfig:
+    """The TrainConfig the page describes: the shared Data/Prompt components plus this tab's settings.
+
+    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default. Settings
+    that need no translation come this way whichever tab shows them (the Prompt tab's trim_zeros). Without
+    `table_required`, a config without a table or target is one too.
+    """
+    if table_required and not data:
+        raise LiftError(NO_TABLE)
+    if table_required and not target:
+        raise LiftError(NO_TARGET)
+    if not (model or "").strip():
+        raise LiftError("Choose a model: one from the list, a hub id or a local folder.")
+    empty = [name for name, value in settings.items() if value is None or value == ""]
+    if empty:
+        raise LiftError(f"Give a value for: {', '.join(empty)}.")
+    return TrainConfig(
+        data=data or "", target=target or "", features=list(features or []) or None,
+        task=None if task in (None, "auto") else task,
+        template=template or DEFAULTS.template,
+        template_text=template_text if template == "custom" else None,
+        decimals=int(decimals if decimals is not None else DEFAULTS.decimals),
+        model=model.strip(),
+        **{name: type(getattr(DEFAULTS, name))(value) for name, value in settings.items()},
+    )

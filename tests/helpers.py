@@ -2,6 +2,7 @@
 web app returns through gradio_client. Fixtures live in conftest.py; this module holds plain functions only."""
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -99,6 +100,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_app(runs_dir, **options):
+    """The web app (build_app's `options`, the tiny model by default) served on a free local port, with torch and
+    the trainings it starts on one thread, as the engine tests; yields {"url", "runs_dir", "app"}, then closes."""
+    from unittest import mock
+
+    from lift_ui import build_app
+
+    with mock.patch.dict(os.environ, ONE_THREAD_ENV):
+        app = build_app(runs_dir, **{"default_model": "tiny", "default_quant": "none", **options})
+        port = free_port()
+        app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield {"url": f"http://127.0.0.1:{port}/", "runs_dir": runs_dir, "app": app}
+        finally:
+            app.close()
 
 
 def new_client(url: str):

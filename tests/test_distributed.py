@@ -268,7 +268,7 @@ def test_the_app_launcher_trains_on_two_processes_stops_them_resumes_and_kills_t
     for name, value in ONE_THREAD_ENV.items():
         monkeypatch.setenv(name, value)
     launcher = TrainingLauncher(tmp_path / "runs")
-    config = TrainConfig(data=table, target="y", **{**TWO_PROCESSES, "epochs": 6})
+    config = TrainConfig(data=table, target="y", **TWO_PROCESSES)
     run = launcher.start(config)
     wait_for(lambda: train_rows(run) if (run.path / "metrics.jsonl").exists() else [], timeout=120,
              what="the first training steps")

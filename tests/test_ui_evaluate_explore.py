@@ -15,6 +15,7 @@ import pytest
 from gradio_client import handle_file
 from helpers import as_frame, new_client, plotly_array, plotly_json, train_tiny, two_gaussians, wait_for
 
+from lift_core.access import RunAccess
 from lift_core.baselines import CLASSIFIERS
 from lift_core.boundary import (EVALUATION_BASIS, SAMPLED_BASIS, SCORED_BASIS, boundary_levels, model_boundary,
                                 sampling_estimate)
@@ -83,10 +84,10 @@ def test_evaluate_shows_metrics_confusion_and_predictions(client, runs):
 
 
 def test_show_test_results_is_primary_only_while_there_is_something_new_to_show(runs, app_server):
-    ctx = SimpleNamespace(runs_dir=app_server["runs_dir"])
-    *_, show, message = evaluate(ctx, runs["gaussians"].name)
+    ctx = SimpleNamespace(access=lambda request: RunAccess(app_server["runs_dir"]))
+    *_, show, message = evaluate(ctx, runs["gaussians"].name, None)
     assert show.variant == "secondary" and message.startswith("Test results of")
-    *_, show, message = evaluate(ctx, "no-such-run")
+    *_, show, message = evaluate(ctx, "no-such-run", None)
     assert show.variant == "primary" and message.startswith("⚠️")
 
 
@@ -106,14 +107,19 @@ def test_evaluate_scores_a_run_that_stopped_before_its_evaluation(client, runs, 
     (stopped.path / "predictions.csv").unlink()
     status = json.loads((stopped.path / "status.json").read_text())
     (stopped.path / "status.json").write_text(json.dumps({**status, "state": "stopped"}))
+    # Opening the tab shows saved results only: it says how to get them, and loads no model.
+    *_, message = client.predict(stopped.name, api_name="/saved_results")
+    assert "no test results yet" in message and "Show test results" in message
+    assert stopped.eval_results() is None
     metrics, figure, predictions, download, legend, message = client.predict(stopped.name, api_name="/evaluate")
     assert dict(as_frame(metrics).values)["Accuracy"] >= 0.9
     assert stopped.eval_results()["accuracy"] >= 0.9
     assert (stopped.path / "predictions.csv").exists()
 
 
-def test_evaluate_unknown_run_gives_a_message(client, runs):
-    *outputs, message = client.predict("no-such-run", api_name="/evaluate")
+@pytest.mark.parametrize("endpoint", ["/evaluate", "/saved_results"])
+def test_evaluate_unknown_run_gives_a_message(client, runs, endpoint):
+    *outputs, message = client.predict("no-such-run", api_name=endpoint)
     metrics, figure, predictions, download, legend = outputs
     assert as_frame(metrics).empty and figure is None and download is None and legend == ""
     assert message.startswith("⚠️") and "no-such-run" in message
@@ -174,8 +180,11 @@ def test_boundary_maps_the_grid_for_the_model_and_a_baseline(client, runs):
         assert spread["layout"][axis]["range"] == plotly_json(model_plot)["layout"][axis]["range"]
 
 
-def test_a_boundary_is_drawn_level_by_level_coarse_first_on_the_same_axes(client, runs):
-    job = client.submit(runs["gaussians"].name, 30, 0.2, "logreg", False, api_name="/boundary")
+def test_a_boundary_is_drawn_level_by_level_coarse_first_on_the_same_axes(client, runs, app_server):
+    # A copy without the maps other tests drew: a map drawn before is shown at once, in one picture.
+    fresh = Run(shutil.copytree(runs["gaussians"].path, app_server["runs_dir"] / "levels",
+                                ignore=shutil.ignore_patterns("maps")))
+    job = client.submit(fresh.name, 30, 0.2, "logreg", False, api_name="/boundary")
     job.result()
     pictures = [outputs for outputs in job.outputs() if outputs[0] is not None]
     (first, first_baseline, _, first_note), (last, last_baseline, _, last_note) = pictures[0], pictures[-1]
@@ -208,8 +217,8 @@ class ConfidentPredictor:
 def draw_with(monkeypatch, handler, *inputs) -> list:
     """Everything an Explore handler yields, its model being a ConfidentPredictor."""
     monkeypatch.setattr(explore_tab, "boundary_levels", partial(boundary_levels, predictor=ConfidentPredictor()))
-    return list(handler(SimpleNamespace(runs_dir=inputs[0].path.parent), inputs[0].name, *inputs[1:],
-                        progress=lambda *progress, **description: None))
+    ctx = SimpleNamespace(access=lambda request: RunAccess(inputs[0].path.parent))
+    return list(handler(ctx, inputs[0].name, *inputs[1:], None, progress=lambda *progress, **description: None))
 
 
 def test_the_notes_count_the_points_answered_and_those_filled_in(runs, monkeypatch):

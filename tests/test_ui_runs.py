@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from helpers import plotly_json
 
+from lift_core.access import RunAccess
 from lift_core.runs import Run
 from lift_ui.common import shown_number
 from lift_ui.figures.training import OVERLAY_METRICS, loss_curve, overlay
@@ -127,8 +128,9 @@ def test_the_adapter_zip_is_named_after_the_run_and_shown_whole(client, runs, ap
 
 
 def test_resume_is_offered_only_for_a_run_that_can_resume(runs, app_server):
-    ctx = SimpleNamespace(runs_dir=app_server["runs_dir"])
+    ctx = SimpleNamespace(access=lambda request: RunAccess(app_server["runs_dir"]))
     for name, resumable in (("first", False), ("halted", True), ("no-such-run", False)):
-        resume, adapter_zip = run_actions(ctx, name)
+        resume, confirm, adapter_zip = run_actions(ctx, name, None)
         assert resume.interactive is resumable, name
+        assert confirm.interactive is (name != "no-such-run") and confirm.value is False
         assert adapter_zip.visible is False  # a zip made for another run goes

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lift_core import models
+from lift_core.access import RunAccess
 from lift_core.config import SETTINGS
 from lift_core.errors import LiftError
 from lift_core.presets import PRESET_FIELDS
@@ -17,9 +18,11 @@ from lift_core.processes import process_identity
 from lift_core.runs import create_run
 
 from helpers import put_in_state
+
 from lift_ui.figures.training import loss_curve
+from lift_ui.tables import make_config
 from lift_ui.tabs.evaluate_tab import evaluate
-from lift_ui.tabs.train_tab import (NO_RUN, make_config, model_note, preset_help, preset_values, remembered_run,
+from lift_ui.tabs.train_tab import (NO_RUN, model_note, preset_help, preset_values, remembered_run,
                                    run_buttons, start, state_message, status, unasked_estimate)
 
 ROWS = [
@@ -108,7 +111,9 @@ def page(tmp_path):
     """What the Train tab's handlers get: a server context with a runs folder and its launcher."""
     from lift_core.launcher import TrainingLauncher
 
-    return SimpleNamespace(runs_dir=tmp_path / "runs", launcher=TrainingLauncher(tmp_path / "runs"))
+    from lift_ui.context import AppContext
+
+    return AppContext(tmp_path / "runs", "tiny", "none", "", TrainingLauncher(tmp_path / "runs"))
 
 
 def test_with_nothing_running_stop_is_disabled_and_not_red_and_only_start_is_offered(page):
@@ -140,26 +145,26 @@ def test_a_fresh_page_shows_no_earlier_finished_run_but_follows_the_one_training
     finished = create_run(page.runs_dir / "finished", {"model": "tiny"})
     put_in_state(finished, "completed")
     finished.append_metrics({"step": 1, "loss": 1.0})
-    followed, plot, progress, log, state, timer, *buttons = status(page, None, False, 0)
+    followed, plot, progress, log, state, timer, *buttons = status(page, None, False, 0, None)
     assert followed is None and state == NO_RUN and not timer.active and not plot.data
     assert button_states(buttons) == (True, False, False, "secondary")
 
     training = create_run(page.runs_dir / "training", {"model": "tiny"})
     training.start(process_identity(os.getpid()))  # this test's process stands in for the training
     monkeypatch.setattr(page.launcher, "active_run", lambda: training)
-    followed, plot, progress, log, state, timer, *buttons = status(page, None, False, 0)
+    followed, plot, progress, log, state, timer, *buttons = status(page, None, False, 0, None)
     assert followed == str(training.path) and "training" in state and timer.active
     assert button_states(buttons) == (False, True, False, "stop")
     # The page's own run, though finished, is followed over the one training now.
-    assert status(page, str(finished.path), False, 0)[0] == str(finished.path)
+    assert status(page, str(finished.path), False, 0, None)[0] == str(finished.path)
 
 
 def test_a_refreshed_page_follows_the_run_its_browser_remembers_if_it_is_one_of_this_servers(page, tmp_path):
     run = create_run(page.runs_dir / "run", {"model": "tiny"})
-    assert remembered_run(page, str(run.path)) == str(run.path)
+    assert remembered_run(page, str(run.path), None) == str(run.path)
     outside = create_run(tmp_path / "elsewhere" / "other", {"model": "tiny"})
-    assert remembered_run(page, str(outside.path)) is None  # the browser's word is only a listed run's name
-    assert remembered_run(page, None) is None and remembered_run(page, {"path": "/"}) is None
+    assert remembered_run(page, str(outside.path), None) is None  # the browser's word is only a listed run's name
+    assert remembered_run(page, None, None) is None and remembered_run(page, {"path": "/"}, None) is None
 
 
 def test_a_resumed_run_shows_how_it_got_to_its_end(tmp_path):
@@ -175,7 +180,7 @@ def test_a_resumed_run_shows_how_it_got_to_its_end(tmp_path):
 
 
 def test_a_start_that_fails_says_why_once_and_the_estimate_after_it_keeps_quiet(page):
-    _, message, started_config = start(page, data=None, target=None, features=[], task="auto", template="lift",
+    _, message, started_config = start(page, None, data=None, target=None, features=[], task="auto", template="lift",
                                        template_text="", decimals=2, model="tiny", batch_size=8)
     assert message.startswith("⚠️ Load a table in the Data tab first") and started_config is None
     assert unasked_estimate(page, started_config) == gr.skip()  # the estimate line does not repeat it
@@ -239,6 +244,6 @@ def test_the_evaluate_tab_shows_the_majority_warning(tmp_path):
     (run.path / "eval.json").write_text(json.dumps(GUESSING))
     pd.DataFrame({"x": [1, 2, 3, 4], "y_true": ["a", "a", "b", "b"], "y_pred": ["a"] * 4}).to_csv(
         (run.path / "predictions.csv"), index=False)
-    *_, message = evaluate(SimpleNamespace(runs_dir=tmp_path), run.name)
+    *_, message = evaluate(SimpleNamespace(access=lambda request: RunAccess(tmp_path)), run.name, None)
     assert message.startswith(f"Test results of **{run.name}**")
     assert "\n\n⚠️ " in message and "most common class" in message

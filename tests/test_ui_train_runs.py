@@ -175,7 +175,7 @@ def buttons(app_server, run_name: str) -> tuple[bool, bool, bool, str]:
     that follows the named run. (A gradio_client session never sees buttons, so the endpoint's function is called
     as the server would.)"""
     dependency = next(fn for fn in app_server["app"].fns.values() if fn.api_name == "status")
-    outputs = dependency.fn(str(app_server["runs_dir"] / run_name), False, 0)
+    outputs = dependency.fn(str(app_server["runs_dir"] / run_name), False, 0, None)
     by_label = {block.value: output for block, output in zip(dependency.outputs, outputs)
                 if isinstance(block, gr.Button)}
     start_button, stop_button, resume_button = (by_label[label] for label in ("Start training", "Stop", "Resume"))

@@ -1,6 +1,5 @@
 """Evaluate: a finished run's test metrics, its errors, the baselines on the same split, and new predictions."""
 
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -11,9 +10,10 @@ from lift_core.errors import LiftError
 from lift_core.evaluation import cached_baselines, ensure_evaluated
 from lift_core.metrics import METRIC_NAMES
 from lift_core.predict import predict_table
-from lift_core.runs import Run, finished_trained_run
+from lift_core.runs import Run
+from lift_core.zerogpu import evaluation_seconds, prediction_seconds
 from lift_ui.common import (MODEL_JOB, download_copy, engine_progress, error_message, majority_note,
-                            rounded_for_display, run_tab_header, shown_number)
+                            gpu_handler, rounded_for_display, run_tab_header, shown_number, with_context)
 from lift_ui.context import AppContext
 from lift_ui.figures.evaluation import baseline_scores_figure, confusion_figure, parity_figure
 
@@ -53,37 +53,78 @@ def column_legend(columns, classes: list[str] | None) -> str:
     return "  \n".join(f"`{name}`: {text}." for name, text in PREDICTION_COLUMNS.items() if name in shown)
 
 
-def evaluate(ctx: AppContext, run_name: str, progress=gr.Progress()):
-    """The run's test results; the Show button turns plain once they are on the page, stays primary otherwise."""
+def evaluate(ctx: AppContext, run_name: str, request: gr.Request, progress=gr.Progress()):
+    """The run's test results, evaluating it first if it never was (a run stopped before its evaluation)."""
     try:
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
         results = ensure_evaluated(run, progress=engine_progress(progress, "Predicting the test split"))
-        predictions = run.predictions()
     except LiftError as error:
-        return None, None, None, None, "", gr.Button(variant="primary"), error_message(error)
+        return no_results(error_message(error))
+    return results_view(run, results)
+
+
+def saved_results(ctx: AppContext, run_name: str | None, request: gr.Request):
+    """The run's saved test results, shown as the tab opens or the run changes: no model is loaded, so they never
+    wait behind another visitor's model job; a run without results says how to get them."""
+    if not run_name:
+        return no_results("")
+    try:
+        run = ctx.access(request).finished_trained_run(run_name)
+    except LiftError as error:
+        return no_results(error_message(error))
+    results = run.eval_results()
+    if results is None:
+        return no_results(f"**{run.name}** has no test results yet (it stopped before its evaluation): press "
+                          "Show test results to evaluate it.")
+    return results_view(run, results)
+
+
+def results_view(run: Run, results: dict) -> tuple:
+    """The results as the page shows them; the Show button turns plain once they are on the page."""
+    predictions = run.predictions()
     download = download_copy(predictions, f"{run.name}-predictions.csv")
     return (metrics_table(results), errors_figure(run, predictions), rounded_for_display(predictions),
             download, column_legend(predictions.columns, run.dataset_info().classes), gr.Button(variant="secondary"),
             f"Test results of **{run.name}** ({results.get('mode', '')})." + majority_note(results))
 
 
-def baselines(ctx: AppContext, run_name: str, progress=gr.Progress()):
+def no_results(message: str) -> tuple:
+    """No results on the page, Show test results primary, and why."""
+    return None, None, None, None, "", gr.Button(variant="primary"), message
+
+
+def baselines(ctx: AppContext, run_name: str, request: gr.Request, progress=gr.Progress()):
     try:
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
         results = ensure_evaluated(run, progress=engine_progress(progress, "Predicting the test split"))
         progress(0, desc="Fitting the baselines")
         table = cached_baselines(run)
     except LiftError as error:
         return None, None, error_message(error)
-    metric = HEADLINE_METRIC[results["task"]]
-    figure = baseline_scores_figure(table, metric, results.get(metric))
-    message = f"Baselines fitted on the same train+validation rows as **{run.name}**, scored on its test rows."
-    return rounded_for_display(table), figure, message
+    return *baseline_view(run, results, table), (f"Baselines fitted on the same train+validation rows as "
+                                                 f"**{run.name}**, scored on its test rows.")
 
 
-def predict_upload(ctx: AppContext, run_name: str, upload: str | None, progress=gr.Progress()):
+def saved_baselines(ctx: AppContext, run_name: str, request: gr.Request):
+    """The run's baselines as soon as its results are shown, when they were fitted before; else nothing new."""
     try:
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
+    except LiftError:
+        return gr.skip(), gr.skip()
+    results, table = run.eval_results(), run.baselines()
+    return baseline_view(run, results, table) if results and table is not None else (gr.skip(), gr.skip())
+
+
+def baseline_view(run: Run, results: dict, table: pd.DataFrame) -> tuple:
+    """The baselines' scores and the chart comparing the model's headline score with theirs."""
+    metric = HEADLINE_METRIC[results["task"]]
+    return rounded_for_display(table), baseline_scores_figure(table, metric, results.get(metric))
+
+
+def predict_upload(ctx: AppContext, run_name: str, upload: str | None, request: gr.Request,
+                   progress=gr.Progress()):
+    try:
+        run = ctx.access(request).finished_trained_run(run_name)
         if not upload:
             raise LiftError("Upload a table to predict (CSV, TSV, Parquet, Excel or JSON lines).")
         progress(0, desc="Loading the model")
@@ -93,6 +134,15 @@ def predict_upload(ctx: AppContext, run_name: str, upload: str | None, progress=
     download = download_copy(result, f"{Path(upload).stem}-predicted-by-{run.name}.csv")
     return (rounded_for_display(result), download, column_legend(result.columns, run.dataset_info().classes),
             f"Predicted {len(result)} rows with **{run.name}**.")
+
+
+def predicted_rows_seconds(run: Run, upload: str | None, *_) -> int:
+    """A ZeroGPU call's seconds for predicting the uploaded table (the handler says what is wrong with it)."""
+    try:
+        rows = len(data.load_table(upload)) if upload else 0
+    except LiftError:
+        rows = 0
+    return prediction_seconds(run, rows)
 
 
 def results_of_another_run():
@@ -105,7 +155,7 @@ def results_of_another_run():
 
 def build(ctx: AppContext) -> None:
     with gr.Tab("Evaluate") as tab:
-        picker, message = run_tab_header(ctx.runs_dir, tab, "Test-split results of a trained run, the classical "
+        picker, message = run_tab_header(ctx, tab, "Test-split results of a trained run, the classical "
                                          "baselines on the same split, and predictions for a new table.")
         with gr.Row():
             show = gr.Button("Show test results", variant="primary")
@@ -119,15 +169,19 @@ def build(ctx: AppContext) -> None:
             predictions_legend = gr.Markdown()
             predictions_file = gr.File(label="Download predictions.csv", interactive=False)
         results = [metrics, errors, predictions, predictions_file, predictions_legend, show, message]
-        evaluating = gr.on([show.click, tab.select], partial(evaluate, ctx), picker, results, api_name="evaluate",
-                           **MODEL_JOB)
+        # On ZeroGPU hardware each asks for a GPU: a second where the results are saved.
+        evaluated = gpu_handler(ctx, evaluate, lambda run, *_: evaluation_seconds(run))
+        evaluating = show.click(evaluated, picker, results, api_name="evaluate", **MODEL_JOB)
+        # Not a model job: saved results never wait behind another visitor's map.
+        showing = tab.select(with_context(saved_results, ctx), picker, results, api_name="saved_results")
 
         gr.Markdown("### Baselines on the same split")
         compare = gr.Button("Fit baselines")
         baseline_table = gr.Dataframe(label="Baseline test scores", headers=["name", "score"], interactive=False,
                                       wrap=True)
         baseline_chart = gr.Plot(label="Compared with the finetuned model")
-        comparing = compare.click(partial(baselines, ctx), picker, [baseline_table, baseline_chart, message],
+        fitted = gpu_handler(ctx, baselines, lambda run, *_: evaluation_seconds(run))
+        comparing = compare.click(fitted, picker, [baseline_table, baseline_chart, message],
                                   api_name="baselines")
 
         gr.Markdown("### Predict a new table\nThe table needs the run's feature columns; other columns are kept.")
@@ -137,11 +191,14 @@ def build(ctx: AppContext) -> None:
         predict = gr.Button("Predict")
         predicted_table = gr.Dataframe(label="Predictions", headers=["y_pred"], interactive=False, max_height=400)
         predicted_legend = gr.Markdown()
-        predicting = predict.click(partial(predict_upload, ctx), [picker, upload],
+        predicting = predict.click(gpu_handler(ctx, predict_upload, predicted_rows_seconds), [picker, upload],
                                    [predicted_table, predicted_file, predicted_legend, message],
                                    api_name="predict_table", **MODEL_JOB)
         # Results below the run picker belong to the run that produced them: a new run's are fetched afresh.
         cleared = [*results[:-1], baseline_table, baseline_chart, predicted_table, predicted_file, predicted_legend]
         reshowing = picker.change(results_of_another_run, None, cleared, api_visibility="private").then(
-            partial(evaluate, ctx), picker, results, api_visibility="private", **MODEL_JOB)
+            with_context(saved_results, ctx), picker, results, api_visibility="private")
+        for shown in (evaluating, showing, reshowing):
+            shown.then(with_context(saved_baselines, ctx), picker, [baseline_table, baseline_chart],
+                       api_visibility="private", show_progress="hidden")
         cancel.click(None, cancels=[evaluating, reshowing, comparing, predicting], api_visibility="private")

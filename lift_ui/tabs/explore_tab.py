@@ -12,11 +12,12 @@ import pandas as pd
 from lift_core.baselines import CLASSIFIERS, REGRESSORS
 from lift_core.boundary import (DEFAULT_BASELINE, DEFAULT_MARGIN, EVALUATION_BASIS, PROBABILITY_TOLERANCE,
                                 VALUE_TOLERANCE, baseline_boundary, boundary_levels, explorable_features,
-                                sampling_estimate)
+                                sampling_estimate, saved_model_map)
 from lift_core.errors import LiftError
 from lift_core.estimate import readable_duration
-from lift_core.runs import Run, finished_trained_run
-from lift_ui.common import MODEL_JOB, engine_progress, error_message, run_tab_header
+from lift_core.runs import Run
+from lift_core.zerogpu import map_seconds
+from lift_ui.common import MODEL_JOB, engine_progress, error_message, gpu_handler, run_tab_header, with_context
 from lift_ui.context import AppContext
 from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
 
@@ -56,12 +57,12 @@ def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str,
                             value_label="std")
 
 
-def run_defaults(ctx: AppContext, run_name: str | None):
+def run_defaults(ctx: AppContext, run_name: str | None, request: gr.Request):
     """The baseline choices and the margin that suit the chosen run; a message if it cannot be drawn."""
     if not run_name:  # the page is still loading its run list: nothing is wrong yet
         return gr.Dropdown(), gr.Slider(), ""
     try:
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
         task = run.dataset_info().task
         features = explorable_features(run)
     except LiftError as error:
@@ -107,12 +108,12 @@ def boundary_note(run: Run, grid: pd.DataFrame) -> str:
 
 
 def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, baseline: str, exhaustive: bool,
-             progress=gr.Progress()):
+             request: gr.Request, progress=gr.Progress()):
     """The model's map beside the baseline's, and the model's spread from the same pass: a coarse picture within
     seconds, then finer ones in its place. The baseline is fitted after the model's first picture: some take
     seconds."""
     try:
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
         features = explorable_features(run)
         progress(0, desc="Loading the model")
         levels = boundary_levels(run, resolution=int(resolution), margin=margin, exhaustive=exhaustive,
@@ -129,17 +130,39 @@ def boundary(ctx: AppContext, run_name: str, resolution: float, margin: float, b
         yield None, None, None, error_message(error)
 
 
+def saved_maps(ctx: AppContext, run_name: str | None, resolution: float, margin: float, baseline: str,
+               exhaustive: bool, request: gr.Request):
+    """The maps drawn before with these settings, shown as the tab opens or the run changes, without loading the
+    model (a shipped example's are drawn in advance); nothing new when there are none: Draw computes them."""
+    nothing = (gr.skip(),) * 4
+    if not run_name:
+        return nothing
+    try:
+        run = ctx.access(request).finished_trained_run(run_name)
+        features = explorable_features(run)
+        grid = saved_model_map(run, resolution=int(resolution), margin=margin, exhaustive=exhaustive)
+        if grid is None:
+            return nothing
+        baseline_figure = grid_figure(run, baseline_boundary(run, baseline, resolution=int(resolution), margin=margin),
+                                      features, f"Baseline: {baseline}")
+    except LiftError:
+        return nothing  # the run's problem is shown once, by run_defaults
+    return (*model_maps(run, features, grid), baseline_figure,
+            f"{boundary_note(run, grid)} Shown from the map saved when it was drawn; no model was loaded.")
+
+
 def model_maps(run: Run, features: list[str], grid: pd.DataFrame) -> tuple:
     """The model's map and the spread of its answers, from one grid."""
     return (grid_figure(run, grid, features, f"Finetuned model ({run.name})"),
             spread_figure(run, grid, features, f"Spread of the model's answers ({run.name})", sampled=False))
 
 
-def sampling_note(ctx: AppContext, run_name: str | None, resolution: float, samples: float, exhaustive: bool) -> str:
+def sampling_note(ctx: AppContext, run_name: str | None, resolution: float, samples: float, exhaustive: bool,
+                  request: gr.Request) -> str:
     """How long mapping the variance will take, said before the person starts it: an exhaustive map samples every
     point, an adaptive one at most that."""
     try:
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
         answers, seconds, basis = sampling_estimate(run, resolution=int(resolution), samples=int(samples))
     except LiftError:
         return ""  # the run's problem is shown once, in the message line
@@ -167,12 +190,12 @@ def variance_note(grid: pd.DataFrame, samples: int, seconds: float) -> str:
 
 
 def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, samples: float, temperature: float,
-             exhaustive: bool, progress=gr.Progress()):
+             exhaustive: bool, request: gr.Request, progress=gr.Progress()):
     """The spread of sampled answers over the grid, drawn level by level as the boundary maps are."""
     try:
         if samples < 2 or temperature < 0:
             raise LiftError("Draw at least 2 samples per point, at a temperature of 0 or more.")
-        run = finished_trained_run(ctx.runs_dir, run_name)
+        run = ctx.access(request).finished_trained_run(run_name)
         features = explorable_features(run)
         progress(0, desc="Loading the model")
         started = time.perf_counter()
@@ -187,10 +210,21 @@ def variance(ctx: AppContext, run_name: str, resolution: float, margin: float, s
         yield None, error_message(error)
 
 
+def map_handlers(ctx: AppContext) -> tuple:
+    """The boundary and variance handlers; on ZeroGPU hardware each asks for a GPU for the answers its map needs
+    (a second for a saved map)."""
+    drawn = gpu_handler(ctx, boundary, lambda run, resolution, margin, baseline, exhaustive, *_: map_seconds(
+        run, resolution=int(resolution), margin=margin, exhaustive=exhaustive, samples=0))
+    sampled = gpu_handler(ctx, variance, lambda run, resolution, margin, samples, temperature, exhaustive, *_:
+                          map_seconds(run, resolution=int(resolution), margin=margin, exhaustive=exhaustive,
+                                      samples=int(samples)))
+    return drawn, sampled
+
+
 def build(ctx: AppContext) -> None:
     with gr.Tab("Explore") as tab:
         picker, message = run_tab_header(
-            ctx.runs_dir, tab, "For runs on two numeric features (or one, for a regression): the model's predictions "
+            ctx, tab, "For runs on two numeric features (or one, for a regression): the model's predictions "
             "over a grid that reaches past the training data, as in the LIFT paper's decision-boundary plots.")
         with gr.Row(equal_height=True):
             resolution = gr.Slider(10, 120, value=60, step=1, label="Grid resolution (points per side)",
@@ -226,18 +260,24 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             spread_plot = gr.Plot(label="Spread of the scored answers")
             variance_plot = gr.Plot(label="Variance of sampled answers")
-        drawing = draw.click(partial(boundary, ctx), [picker, resolution, margin, baseline, exhaustive],
+        drawn, sampled = map_handlers(ctx)
+        drawing = draw.click(drawn, [picker, resolution, margin, baseline, exhaustive],
                              [model_plot, baseline_plot, spread_plot, message], api_name="boundary",
                              **MODEL_JOB)
-        sampling = sample.click(partial(variance, ctx), [picker, resolution, margin, samples, temperature, exhaustive],
+        sampling = sample.click(sampled, [picker, resolution, margin, samples, temperature, exhaustive],
                                 [variance_plot, message], api_name="variance", **MODEL_JOB)
-        cancel_drawing.click(None, cancels=[drawing], api_visibility="private")
-        cancel_sampling.click(None, cancels=[sampling], api_visibility="private")
-        estimating = partial(sampling_note, ctx), [picker, resolution, samples, exhaustive], estimate
+        for cancel, job in ((cancel_drawing, drawing), (cancel_sampling, sampling)):
+            cancel.click(None, cancels=[job], api_visibility="private")
+        estimating = with_context(sampling_note, ctx), [picker, resolution, samples, exhaustive], estimate
         gr.on([tab.select, picker.change, resolution.change, samples.change, exhaustive.change], *estimating,
               api_name="sampling_estimate")
         for timed in (drawing, sampling):  # each measures the model's speed anew
             timed.then(*estimating, api_visibility="private")
-
         # No triggers: on page load and whenever the run changes, so the first run shown gets its settings too.
-        gr.on(None, partial(run_defaults, ctx), picker, [baseline, margin, message], api_visibility="private")
+        defaults = gr.on(None, with_context(run_defaults, ctx), picker, [baseline, margin, message],
+                         api_visibility="private")
+        # Not a model job: showing saved maps never waits behind another visitor's drawing.
+        showing = with_context(saved_maps, ctx), [picker, resolution, margin, baseline, exhaustive]
+        shown = [model_plot, spread_plot, baseline_plot, message]
+        tab.select(*showing, shown, api_name="saved_maps", show_progress="hidden")  # first: it takes the name
+        defaults.then(*showing, shown, api_visibility="private", show_progress="hidden")

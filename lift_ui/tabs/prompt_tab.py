@@ -135,6 +135,8 @@ def build(ctx: AppContext) -> None:
     previewed = selection + [ctx.trim_zeros]
     ctx.template.change(lambda kind: gr.update(visible=kind == "custom"), ctx.template, custom_box,
                         api_visibility="private")
+    ctx.example_template.change(lambda kind: kind or gr.skip(), ctx.example_template, ctx.template,
+                                api_visibility="private", show_progress="hidden")
     gr.on([component.change for component in previewed], preview_prompts, previewed,
           [message, placeholders, preview], api_name="preview_prompts", trigger_mode="always_last")
     gr.on([component.change for component in previewed + [ctx.model]], partial(length_warning, ctx),

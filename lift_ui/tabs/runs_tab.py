@@ -2,15 +2,14 @@
 the adapter as a zip, and deleting a run."""
 
 import json
-from functools import partial
 
 import gradio as gr
 import pandas as pd
 
 from lift_core.errors import LiftError
 from lift_core.metrics import SUMMARY_METRICS
-from lift_core.runs import Run, find_run, list_runs
-from lift_ui.common import error_message, rounded, rounded_for_display
+from lift_core.runs import Run
+from lift_ui.common import error_message, rounded, rounded_for_display, run_label, with_context
 from lift_ui.context import AppContext
 from lift_ui.figures.training import DEFAULT_OVERLAY_METRIC, OVERLAY_METRICS, loss_curve, overlay
 
@@ -52,74 +51,86 @@ def run_overview(run: Run) -> str:
     return "  \n".join(lines)
 
 
-def refresh(ctx: AppContext, selected_name, compared_names):
-    runs = list_runs(ctx.runs_dir)
+def refresh(ctx: AppContext, selected_name, compared_names, request: gr.Request):
+    runs = ctx.access(request).runs()
     for run in runs:
         run.reconcile()  # a run whose process died is listed as interrupted, not running
     names = [run.name for run in runs]
+    choices = [(run_label(name), name) for name in names]
     kept = [name for name in compared_names or [] if name in names]
     current = selected_name if selected_name in names else next(iter(names), None)
-    return (runs_table([Run(ctx.runs_dir / name) for name in names]),
-            gr.Dropdown(choices=names, value=current), gr.Dropdown(choices=names, value=kept))
+    return runs_table(runs), gr.Dropdown(choices=choices, value=current), gr.Dropdown(choices=choices, value=kept)
 
 
-def run_details(ctx: AppContext, name, log_y):
+def run_details(ctx: AppContext, name, log_y, request: gr.Request):
     try:
-        run = find_run(ctx.runs_dir, name)
+        run = ctx.access(request).find(name)
     except LiftError as error:
         return loss_curve([]), error_message(error) if name else "", None, ""
     return (loss_curve(run.metrics(), log_y), run_overview(run), rounded(run.eval_results()),
             json.dumps(run.saved_config(), indent=2))
 
 
-def run_actions(ctx: AppContext, name):
-    """Resume only for a run that can be resumed; no adapter zip of another run."""
+def run_actions(ctx: AppContext, name, request: gr.Request):
+    """Resume only for a run that can be resumed, Delete only for one of the person's own; no adapter zip of
+    another run."""
     try:
-        resumable = find_run(ctx.runs_dir, name).resume_problem() is None
+        run = ctx.access(request).find(name)
+        resumable, own = not run.read_only and run.resume_problem() is None, not run.read_only
     except LiftError:
-        resumable = False
-    return gr.Button(interactive=resumable), gr.File(value=None, visible=False)
+        resumable = own = False
+    return gr.Button(interactive=resumable), gr.Checkbox(interactive=own, value=False), gr.File(value=None,
+                                                                                              visible=False)
 
 
-def overlay_runs(ctx: AppContext, names, log_y, metric):
-    runs = {run.name: run for run in list_runs(ctx.runs_dir)}
+def overlay_runs(ctx: AppContext, names, log_y, metric, request: gr.Request):
+    runs = {run.name: run for run in ctx.access(request).runs()}
     # In the order they were picked, so a run keeps its colour when another is added.
     return overlay({name: runs[name].metrics() for name in names or [] if name in runs}, metric, log_y)
 
 
-def download_adapter(ctx: AppContext, name):
+def download_adapter(ctx: AppContext, name, request: gr.Request):
     try:
-        return find_run(ctx.runs_dir, name).zip_adapter(), ""
+        return ctx.access(request).find(name).zip_adapter(), ""
     except LiftError as error:
         return None, error_message(error)
 
 
-def resume_run(ctx: AppContext, name):
+def resume_run(ctx: AppContext, name, request: gr.Request):
     """Resume the selected run; the Train tab follows it."""
     try:
-        run = find_run(ctx.runs_dir, name)
+        run = ctx.access(request).find_own(name)
         point = ctx.launcher.resume(run)
     except LiftError as error:
         return error_message(error), gr.skip(), gr.skip()
     return f"Resumed run '{name}' {point}: follow it in the Train tab.", str(run.path), gr.Timer(active=True)
 
 
-def delete_run(ctx: AppContext, name, confirmed, compared_names):
+def delete_run(ctx: AppContext, name, confirmed, compared_names, request: gr.Request):
     try:
-        run = find_run(ctx.runs_dir, name)
+        run = ctx.access(request).find_own(name)
         if not confirmed:
             raise LiftError(f"Tick the box to confirm deleting '{name}'.")
         ctx.launcher.delete(run)
         note = f"Deleted run '{name}'."
     except LiftError as error:
         note = error_message(error)
-    return note, False, *refresh(ctx, name, compared_names)
+    return note, False, *refresh(ctx, name, compared_names, request)
+
+
+def runs_description(ctx: AppContext) -> str:
+    examples = " Shipped examples come last: they can be opened, evaluated and explored, not changed." \
+        if ctx.examples_dir else ""
+    if ctx.multi_user:
+        return ("Your training runs on this server, newest first: other visitors' runs are not shown, and they "
+                f"cannot see, stop or delete yours.{examples}")
+    return f"Every training run on this server, newest first (folder `{ctx.runs_dir}`).{examples}"
 
 
 def build(ctx: AppContext) -> None:
     with gr.Tab("Runs") as tab:
         with gr.Row(equal_height=True):
-            gr.Markdown(f"Every training run on this server, newest first (folder `{ctx.runs_dir}`).")
+            gr.Markdown(runs_description(ctx))
             refresh_button = gr.Button("↻ Refresh", scale=0, min_width=140)
         table = gr.Dataframe(runs_table([]), interactive=False, label="Runs", wrap=True)
         message = gr.Markdown()
@@ -148,25 +159,25 @@ def build(ctx: AppContext) -> None:
         overlay_plot = gr.Plot(label="The selected runs")
 
         listing = [table, selected, compared]
-        actions = partial(run_actions, ctx), selected, [resume_button, adapter_zip]
-        listed = gr.on([refresh_button.click, tab.select], partial(refresh, ctx), inputs=[selected, compared],
-                       outputs=listing, api_name="runs")
+        actions = with_context(run_actions, ctx), selected, [resume_button, confirm, adapter_zip]
+        listed = gr.on([refresh_button.click, tab.select, ctx.visitor_known], with_context(refresh, ctx),
+                       inputs=[selected, compared], outputs=listing, api_name="runs")
         listed.then(*actions, api_visibility="private")
         selected.change(*actions, api_visibility="private")
-        gr.on([selected.change, log_y.change], partial(run_details, ctx), inputs=[selected, log_y],
+        gr.on([selected.change, log_y.change], with_context(run_details, ctx), inputs=[selected, log_y],
               outputs=[plot, overview, evaluation, config], api_name="run_details")
-        gr.on([compared.change, overlay_log_y.change, metric.change], partial(overlay_runs, ctx),
+        gr.on([compared.change, overlay_log_y.change, metric.change], with_context(overlay_runs, ctx),
               inputs=[compared, overlay_log_y, metric], outputs=overlay_plot, api_name="overlay")
-        resume_button.click(partial(resume_run, ctx), inputs=selected,
+        resume_button.click(with_context(resume_run, ctx), inputs=selected,
                             outputs=[message, ctx.training_run, ctx.training_timer],
                             api_name="resume_run").then(*actions, api_visibility="private")
         # The download box takes room only once it holds a zip.
-        zip_button.click(partial(download_adapter, ctx), inputs=selected, outputs=[adapter_zip, message],
+        zip_button.click(with_context(download_adapter, ctx), inputs=selected, outputs=[adapter_zip, message],
                          api_name="download_adapter").then(lambda path: gr.File(visible=bool(path)), adapter_zip,
                                                            adapter_zip, api_visibility="private")
         confirm.change(lambda confirmed: gr.Button(interactive=confirmed), confirm, delete_button,
                        api_visibility="private")
-        deleted = delete_button.click(partial(delete_run, ctx), inputs=[selected, confirm, compared],
+        deleted = delete_button.click(with_context(delete_run, ctx), inputs=[selected, confirm, compared],
                                       outputs=[message, confirm, *listing], api_name="delete_run")
         for listing_shown in (listed, deleted):
             listing_shown.then(fitted_columns, table, table, api_visibility="private")

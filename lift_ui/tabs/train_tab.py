@@ -9,16 +9,17 @@ from pathlib import Path
 import gradio as gr
 
 from lift_core import models
-from lift_core.config import DEFAULTS, SETTINGS, TrainConfig
+from lift_core.access import RunAccess
+from lift_core.config import SETTINGS, TrainConfig
 from lift_core.errors import OUT_OF_MEMORY_HINT, LiftError
 from lift_core.launcher import FORCE_AFTER_S, ran_out_of_memory, training_command
 from lift_core.memory import memory_summary
 from lift_core.metrics import metrics_line
 from lift_core.presets import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, apply_preset
-from lift_core.runs import ACTIVE_STATES, Run, find_run
-from lift_ui.common import error_message, majority_note, setting_control
+from lift_core.runs import ACTIVE_STATES, Run
+from lift_ui.common import error_message, majority_note, setting_control, with_context
 from lift_ui.context import AppContext
-from lift_ui.tables import NO_TABLE, NO_TABLE_LINE, NO_TARGET
+from lift_ui.tables import NO_TABLE_LINE, make_config
 from lift_ui.figures.training import loss_curve
 
 POLL_SECONDS = 1.5
@@ -29,6 +30,7 @@ STOP_MESSAGES = {
     "waiting": "Run `{name}` is finishing its current step. If it has not stopped {seconds} s after the first "
                "Stop, press Stop again to kill it (without saving an adapter).",
     "killed": "Killed run `{name}`; no adapter was saved.",
+    "cancelled": "Took run `{name}` out of the line before it started; delete it in the Runs tab, or resume it.",
 }
 # The line above the tabs already says when no table is loaded.
 NO_RUN = "No training run on this page yet: choose the settings above and press **Start training**."
@@ -43,34 +45,6 @@ DECISION_LOSS_HELP = (
     "*Decision loss* = loss of the first answer token where the classes differ; the format tokens (`@@@`) are "
     "learned in a few steps and hide it in the mean loss. If it stays near ln(number of classes), the model is "
     "guessing. Right axis: the validation score (accuracy, or RAE for regression); the best one's weights are kept.")
-
-
-def make_config(data, target, features, task, template, template_text, decimals, model, table_required=True,
-                **settings) -> TrainConfig:
-    """The TrainConfig the page describes: the shared Data/Prompt components plus this tab's settings.
-
-    `settings` are keyed by TrainConfig field; each value is cast to the type of that field's default. Settings
-    that need no translation come this way whichever tab shows them (the Prompt tab's trim_zeros). Without
-    `table_required`, a config without a table or target is one too.
-    """
-    if table_required and not data:
-        raise LiftError(NO_TABLE)
-    if table_required and not target:
-        raise LiftError(NO_TARGET)
-    if not (model or "").strip():
-        raise LiftError("Choose a model: one from the list, a hub id or a local folder.")
-    empty = [name for name, value in settings.items() if value is None or value == ""]
-    if empty:
-        raise LiftError(f"Give a value for: {', '.join(empty)}.")
-    return TrainConfig(
-        data=data or "", target=target or "", features=list(features or []) or None,
-        task=None if task in (None, "auto") else task,
-        template=template or DEFAULTS.template,
-        template_text=template_text if template == "custom" else None,
-        decimals=int(decimals if decimals is not None else DEFAULTS.decimals),
-        model=model.strip(),
-        **{name: type(getattr(DEFAULTS, name))(value) for name, value in settings.items()},
-    )
 
 
 def preset_values(name: str) -> list:
@@ -131,15 +105,20 @@ def failure_message(run: Run, status: dict) -> str:
     return "\n\n".join(lines)
 
 
-def state_message(run: Run, status: dict, has_metrics: bool) -> str:
+def state_message(run: Run, status: dict, has_metrics: bool, place_in_line: int | None = None) -> str:
     """What became of the run and, when it was resumed, the way it went: its end alone would hide that it was
-    stopped or interrupted on the way."""
+    stopped or interrupted on the way. `place_in_line`: the run waits for the training slot, in that place."""
     history = Run.resumed_history(status)
-    return _state_line(run, status, has_metrics) + (f"\n\nHistory: {' → '.join(history)}" if history else "")
+    return (_state_line(run, status, has_metrics, place_in_line)
+            + (f"\n\nHistory: {' → '.join(history)}" if history else ""))
 
 
-def _state_line(run: Run, status: dict, has_metrics: bool) -> str:
+def _state_line(run: Run, status: dict, has_metrics: bool, place_in_line: int | None) -> str:
     state = status.get("state")
+    if place_in_line:
+        ahead = "it starts next" if place_in_line == 1 else f"{place_in_line - 1} waiting runs start before it"
+        return (f"🕒 **Run `{run.name}`** waits for the training slot (one training at a time on this server): "
+                f"{ahead}, in turn by visitor. Stop takes it out of the line.")
     if state in ACTIVE_STATES:
         doing = "training" if has_metrics else "loading data and model"
         return f"⏳ **Run `{run.name}`**: {doing}… (Stop saves the adapter after the current step)"
@@ -218,51 +197,54 @@ def memory(ctx: AppContext, message_shown, **values):
         return "", error_message(error)
 
 
-def start(ctx: AppContext, **values):
+def start(ctx: AppContext, request: gr.Request, **values):
     """Launches the run, and hands its config on for the estimate shown once it has started."""
     try:
         config = make_config(**values)
-        run = ctx.launcher.start(config)
+        run = ctx.launcher.start(config, owner=ctx.access(request).owner)
     except LiftError as error:
         return gr.skip(), error_message(error), None
-    return str(run.path), f"Started run `{run.name}`.", config
+    place = ctx.launcher.queue_position(run)
+    started = f"Queued run `{run.name}`: place {place} in line." if place else f"Started run `{run.name}`."
+    return str(run.path), started, config
 
 
-def resume(ctx: AppContext, run_path):
+def resume(ctx: AppContext, run_path, request: gr.Request):
     """Resume the run this page follows (the Runs tab resumes any other)."""
     try:
-        if not (run_path and Path(run_path).is_dir()):
+        if not run_path:
             raise LiftError("This page follows no run to resume: choose one in the Runs tab and resume it there.")
-        run = Run(run_path)
+        run = ctx.access(request).find_own(Path(run_path).name)
         point = ctx.launcher.resume(run)
     except LiftError as error:
         return gr.skip(), error_message(error)
     return str(run.path), f"Resumed run `{run.name}` {point}."
 
 
-def stop(ctx: AppContext) -> str:
-    stopping = ctx.launcher.stop()
+def stop(ctx: AppContext, request: gr.Request) -> str:
+    stopping = ctx.launcher.stop(owner=ctx.access(request).owner)
     if stopping is None:
-        return "No training is running."
+        return "No training of yours is running." if ctx.multi_user else "No training is running."
     run, outcome = stopping
     return STOP_MESSAGES[outcome].format(name=run.name, seconds=FORCE_AFTER_S)
 
 
-def followed_run(ctx: AppContext, run_path) -> Run | None:
-    """The run this page follows: the one it started or resumed, else the one training on the server now. Never
-    an earlier run nobody here asked for."""
+def followed_run(ctx: AppContext, run_path, access: RunAccess) -> Run | None:
+    """The run this page follows: the one it started or resumed, else the one training on the server now if it is
+    the person's own. Never an earlier run nobody here asked for, nor another visitor's."""
     if run_path and Path(run_path).is_dir():
         return Run(run_path)
-    return ctx.launcher.active_run()
+    active = ctx.launcher.active_run()
+    return active if active is not None and access.owner in (None, active.owner()) else None
 
 
-def remembered_run(ctx: AppContext, remembered) -> str | None:
-    """The run the browser followed before the page was refreshed, if it is still one of this server's runs: what a
+def remembered_run(ctx: AppContext, remembered, request: gr.Request) -> str | None:
+    """The run the browser followed before the page was refreshed, if it is still one of the person's runs: what a
     browser sends is only trusted as the name of a listed run."""
     if not (remembered and isinstance(remembered, str)):
         return None
     try:
-        return str(find_run(ctx.runs_dir, Path(remembered).name).path)
+        return str(ctx.access(request).find_own(Path(remembered).name).path)
     except LiftError:
         return None
 
@@ -275,16 +257,16 @@ def run_buttons(run: Run | None, run_status: dict) -> tuple[gr.Button, gr.Button
             gr.Button(interactive=run is not None and run.resume_problem() is None))
 
 
-def status(ctx: AppContext, run_path, log_y, smoothing):
+def status(ctx: AppContext, run_path, log_y, smoothing, request: gr.Request):
     """The followed run (kept as this page's), its loss plot, progress, log tail and state, the poll's next tick,
     and the buttons; a page that follows no run shows an empty plot and how to start one."""
-    run = followed_run(ctx, run_path)
+    run = followed_run(ctx, run_path, ctx.access(request))
     if run is None:
         return None, loss_curve([]), "", "", NO_RUN, gr.Timer(active=False), *run_buttons(None, {})
     rows, run_status = run.metrics(), run.reconcile()
     active = run_status.get("state") in ACTIVE_STATES
     return (str(run.path), run_loss_curve(json.dumps(rows), log_y, smoothing), progress_html(rows, active),
-            run.log_tail(LOG_LINES), state_message(run, run_status, bool(rows)),
+            run.log_tail(LOG_LINES), state_message(run, run_status, bool(rows), ctx.launcher.queue_position(run)),
             gr.Timer(active=active or ctx.launcher.finishing(run)), *run_buttons(run, run_status))
 
 
@@ -398,23 +380,25 @@ def connect_settings(ctx: AppContext, settings: dict, preset: gr.Radio, estimate
                 api_visibility="private")
 
 
-def page_opened(ctx: AppContext, current_run: gr.State):
-    """The event of a page opening: it follows the run its browser followed before (kept by the browser, so that a
-    refreshed page loses nothing), which the browser reads a moment after the page loads."""
+def page_opened(ctx: AppContext, current_run: gr.State) -> tuple:
+    """The events of a page opening: it follows the run its browser followed before (kept by the browser, so that a
+    refreshed page loses nothing), which the browser reads a moment after the page loads, and again once the page
+    knows its visitor (on a multi-user server only a visitor's own run is followed)."""
     remembered = gr.BrowserState(None, storage_key=FOLLOWED_RUN_KEY)
     current_run.change(lambda path: path, current_run, remembered, api_visibility="private", show_progress="hidden")
-    return gr.on(None, partial(remembered_run, ctx), inputs=remembered, outputs=current_run,
-                 api_visibility="private", show_progress="hidden")
+    follow = with_context(remembered_run, ctx), remembered, current_run
+    return (gr.on(None, *follow, api_visibility="private", show_progress="hidden"),
+            ctx.visitor_known(*follow, api_visibility="private", show_progress="hidden"))
 
 
 def follow_runs(ctx: AppContext, timer: gr.Timer, status_inputs: list, status_outputs: list, launches: list) -> None:
     """The poll of the followed run: after the page opens or a launch, on each tick while the run is active, and
     when a plot option changes."""
-    gr.on([timer.tick, *(component.change for component in status_inputs[1:])], partial(status, ctx),
+    gr.on([timer.tick, *(component.change for component in status_inputs[1:])], with_context(status, ctx),
           inputs=status_inputs, outputs=status_outputs, api_name="status", show_progress="hidden")
     # Shows a new run at once and switches the timer on.
     for event in launches:
-        event.then(partial(status, ctx), inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
+        event.then(with_context(status, ctx), inputs=status_inputs, outputs=status_outputs, show_progress="hidden",
                    api_visibility="private")
 
 
@@ -439,7 +423,7 @@ def build(ctx: AppContext) -> None:
                               lines=2, wrap_lines=True, show_line_numbers=False, buttons=["copy"])
         plot, log_y, smoothing, run_state, progress, log = run_view()
         current_run = gr.State(None)  # the folder of the run this page follows
-        opened = page_opened(ctx, current_run)
+        opened, visitor_known = page_opened(ctx, current_run)
         started_config = gr.State(None)  # the config of the run Start just launched, for its estimate
         timer = gr.Timer(POLL_SECONDS, active=False)  # ticks while the followed run is active
         ctx.training_run, ctx.training_timer = current_run, timer
@@ -452,14 +436,14 @@ def build(ctx: AppContext) -> None:
         connect_settings(ctx, settings, preset, estimate_button, (estimate_line, memory_line, message), opened)
         command_button.click(partial(show_command, ctx), inputs_kwargs=settings,
                              outputs=[command, message, command_box], api_name="show_command")
-        started = start_button.click(partial(start, ctx), inputs_kwargs=settings,
+        started = start_button.click(with_context(start, ctx), inputs_kwargs=settings,
                                      outputs=[current_run, message, started_config], api_name="start")
-        stop_button.click(partial(stop, ctx), outputs=message, api_name="stop")
-        resumed = resume_button.click(partial(resume, ctx), inputs=current_run, outputs=[current_run, message],
+        stop_button.click(with_context(stop, ctx), outputs=message, api_name="stop")
+        resumed = resume_button.click(with_context(resume, ctx), inputs=current_run, outputs=[current_run, message],
                                       api_name="resume")
         follow_runs(ctx, timer, [current_run, log_y, smoothing],
                     [current_run, plot, progress, log, run_state, timer, start_button, stop_button, resume_button],
-                    [opened, started, resumed])
+                    [opened, visitor_known, started, resumed])
         # After Start has answered, so the page never waits for the estimate.
         started.then(partial(unasked_estimate, ctx), inputs=started_config, outputs=estimate_line,
                      api_visibility="private")
