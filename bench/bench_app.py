@@ -45,7 +45,7 @@ def main() -> None:
         accuracy = (run.eval_results() or {}).get("accuracy")
         print(f"| Start to first loss point | {args.model} | {first_point:.1f} s |")
         started = time.monotonic()
-        grid = model_boundary(run, args.resolution, 0.2)
+        grid = model_boundary(run, resolution=args.resolution, margin=0.2)
         boundary_s = time.monotonic() - started
         print(f"| {args.resolution}x{args.resolution} boundary ({len(grid)} points, incl. model load) | {args.model} "
               f"| {boundary_s:.1f} s ({len(grid) / boundary_s:.0f} points/s; run accuracy {accuracy}) |")
