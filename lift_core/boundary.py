@@ -77,14 +77,23 @@ def sampling_estimate(run, *, resolution: int, samples: int) -> SamplingEstimate
         seconds = _seconds_per_answer.get((str(run.path), basis))
         if seconds is not None:
             return SamplingEstimate(answers, answers * seconds, basis)
+    seconds = test_seconds_per_answer(run)
+    if seconds is None:
+        return SamplingEstimate(answers, None, None)
+    return SamplingEstimate(answers, answers * seconds, EVALUATION_BASIS)
+
+
+def answers_per_row(run) -> int:
+    """The answers a run's model gives a row: a classification one greedy answer (after scoring the classes), a
+    regression eval_samples draws."""
+    return 1 if run.dataset_info().task == "classification" else run.config().eval_samples
+
+
+def test_seconds_per_answer(run) -> float | None:
+    """The seconds per answer of the run's test evaluation (eval.json), None before it."""
     results = run.eval_results() or {}
     seconds, rows = results.get("eval_seconds"), results.get("n_test")
-    if not seconds or not rows:
-        return SamplingEstimate(answers, None, None)
-    # A classification's evaluation wrote one greedy answer per row (after scoring it), a regression's drew
-    # eval_samples answers per row.
-    answered = rows if results.get("task") == "classification" else rows * run.config().eval_samples
-    return SamplingEstimate(answers, answers * seconds / answered, EVALUATION_BASIS)
+    return seconds / (rows * answers_per_row(run)) if seconds and rows else None
 
 
 def grid_over(frame: pd.DataFrame, features: list[str], *, resolution: int = 60,

@@ -91,14 +91,18 @@ def gpu_job(duration: Callable[..., float]):
 def evaluation_seconds(run) -> int:
     """A run's test evaluation: a second when its results are saved (nothing is asked), else one answer per test
     row (eval_samples per row for a regression)."""
+    from lift_core.boundary import answers_per_row
+
     if run.eval_results() is not None:
         return 1
-    return inference_seconds(run.dataset_info().n_test * _answers_per_row(run))
+    return inference_seconds(run.dataset_info().n_test * answers_per_row(run))
 
 
 def prediction_seconds(run, rows: int) -> int:
-    """Predicting a table of `rows` rows with a run's model."""
-    return inference_seconds(rows * _answers_per_row(run), _measured_seconds_per_answer(run))
+    """Predicting a table of `rows` rows with a run's model, at the speed of its test evaluation."""
+    from lift_core.boundary import answers_per_row, test_seconds_per_answer
+
+    return inference_seconds(rows * answers_per_row(run), test_seconds_per_answer(run))
 
 
 def map_seconds(run, *, resolution: int, margin: float, exhaustive: bool, samples: int) -> int:
@@ -110,13 +114,3 @@ def map_seconds(run, *, resolution: int, margin: float, exhaustive: bool, sample
         return 1
     answers, seconds, _ = sampling_estimate(run, resolution=resolution, samples=max(1, samples))
     return inference_seconds(answers, seconds / answers if seconds else None)
-
-
-def _answers_per_row(run) -> int:
-    return 1 if run.dataset_info().task == "classification" else run.config().eval_samples
-
-
-def _measured_seconds_per_answer(run) -> float | None:
-    results = run.eval_results() or {}
-    answers = results.get("n_test", 0) * _answers_per_row(run)
-    return results["eval_seconds"] / answers if results.get("eval_seconds") and answers else None
