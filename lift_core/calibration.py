@@ -118,9 +118,10 @@ def trial_config(config: TrainConfig, dataset: Dataset, splits: Splits, folder: 
     columns = dataset.features + [dataset.target]
     train[columns].to_csv(folder / "train.csv", index=False)
     test[columns].to_csv(folder / "test.csv", index=False)
-    return replace(config, data=str(folder / "train.csv"), test_data=str(folder / "test.csv"), task=dataset.task,
-                   features=dataset.features, max_steps=CALIBRATION_STEPS, epochs=0.0, lora_layers=0, eval_steps=0,
-                   evaluations=1, stop_when_perfect=0, early_stopping_patience=0, save_steps=0)
+    return replace(config, data=str(folder / "train.csv"), test_data=str(folder / "test.csv"), val_data=None,
+                   task=dataset.task, features=dataset.features, max_steps=CALIBRATION_STEPS, epochs=0.0,
+                   lora_layers=0, eval_steps=0, evaluations=1, stop_when_perfect=0, early_stopping_patience=0,
+                   save_steps=0)
 
 
 def _spread_over_classes(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from lift_core.config import DEFAULTS, SETTINGS, TrainConfig, split_list
@@ -65,14 +66,16 @@ def _write_table(frame, path) -> None:
         frame.to_csv(path, index=False)
 
 
-def _train_config(args):
-    """The flags given, read as TrainConfig values; with --config, laid over the settings file."""
+def _train_config(args, defaults: dict | None = None):
+    """The flags given, read as TrainConfig values; with --config, laid over the settings file; both laid over
+    `defaults` (a preset's settings)."""
+    defaults = defaults or {}
     values = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
     if isinstance(values.get("features"), str):
         values["features"] = split_list(values["features"])
     if values.get("template_text") and "template" not in values:
         values["template"] = "custom"
-    for path in ("data", "test_data"):
+    for path in ("data", "test_data", "val_data"):
         if values.get(path):
             values[path] = os.path.abspath(values[path])
     if args.config:
@@ -80,11 +83,11 @@ def _train_config(args):
         saved = read_json(args.config)
         if not isinstance(saved, dict):
             raise LiftError(f"Cannot read the settings file '{args.config}': give a JSON file of TrainConfig fields.")
-        return TrainConfig.from_dict({**saved, **values})
+        return TrainConfig.from_dict({**defaults, **saved, **values})
     missing = [f"--{name}" for name in REQUIRED_SETTINGS if name not in values]
     if missing:
-        raise LiftError(f"train needs {' and '.join(missing)} (or --config with a settings file).")
-    return TrainConfig(**values)
+        raise LiftError(f"{args.command} needs {' and '.join(missing)} (or --config with a settings file).")
+    return TrainConfig(**{**defaults, **values})
 
 
 def train_flags(config) -> list[str]:
@@ -126,14 +129,55 @@ def train_options() -> list[tuple[str, str, dict]]:
     return options
 
 
+def cmd_study(args) -> None:
+    from lift_core import studies
+    from lift_core.processes import identity_alive, process_identity
+    from lift_core.study_results import summary_text
+
+    if args.resume:
+        if args.kind or _given_settings(args):
+            raise LiftError("study --resume continues a study with its own definition: give only its folder.")
+        study = studies.Study(args.resume)
+        study.definition()  # a folder without a study is refused here
+        running = study.process()
+        if identity_alive(running) and running.get("pid") != os.getpid():
+            raise LiftError(f"Study '{study.path}' is already running (process {running['pid']}).")
+    else:
+        study = studies.create_study(args.out, _study_spec(args))
+        print(f"study created: {study.path}, {len(study.run_names())} runs")
+    study.record_process(process_identity(os.getpid()))
+    studies.run_study(study)
+    print(summary_text(study))
+
+
+def _study_spec(args):
+    from lift_core.presets import apply_preset
+    from lift_core.studies import LEVEL_FLAGS, StudySpec
+
+    if not args.kind:
+        raise LiftError("study needs --kind (or --resume with a study folder).")
+    given = [flag for flag in LEVEL_FLAGS.values() if getattr(args, flag) is not None]
+    misplaced = [flag for flag in given if flag != LEVEL_FLAGS[args.kind]]
+    if misplaced:
+        raise LiftError(f"--{misplaced[0]} sets the levels of another study; the {args.kind} study takes "
+                        f"--{LEVEL_FLAGS[args.kind]}.")
+    levels = split_list(getattr(args, LEVEL_FLAGS[args.kind]) or "")
+    config = _train_config(args, apply_preset(args.preset) if args.preset else None)
+    return StudySpec(kind=args.kind, base=asdict(config), levels=levels, seeds=args.seeds, noise_mode=args.mode,
+                     setting=args.setting or "")
+
+
+def _given_settings(args) -> list[str]:
+    return [name for name in SETTINGS if getattr(args, name, None) is not None] + (["config"] if args.config else [])
+
+
 def cmd_train(args) -> None:
     from lift_core import distributed
     from lift_core.runs import check_new_run_folder
     from lift_core.training import check_training_inputs, resumable_run, resume_training, run_training
 
     if args.resume:
-        given = [name for name in SETTINGS if getattr(args, name, None) is not None]
-        if given or args.config:
+        if _given_settings(args):
             raise LiftError("train --resume continues a run with its own settings: give only the run folder.")
         config = resumable_run(args.resume)[1]
     else:
@@ -237,18 +281,52 @@ def cmd_models(args) -> None:
     print("Any hub id or local model folder works with --model; a hub id needs network access or the hub's cache.")
 
 
+def _add_settings(command) -> None:
+    """The training settings, as `train` takes them: a study's runs are trained with them."""
+    for name in REQUIRED_SETTINGS:
+        command.add_argument(f"--{name}", help=SETTINGS[name].metadata["help"] + " (required without --config)")
+    command.add_argument("--config", help="a JSON file of settings (TrainConfig fields); flags given too override it")
+    for flag, field_name, options in train_options():
+        command.add_argument(flag, dest=field_name, **options)
+
+
 def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="finetune a model on a table; writes a run folder")
-    for name in REQUIRED_SETTINGS:
-        train.add_argument(f"--{name}", help=SETTINGS[name].metadata["help"] + " (required without --config)")
-    train.add_argument("--config", help="a JSON file of settings (TrainConfig fields); flags given too override it")
-    for flag, field_name, options in train_options():
-        train.add_argument(flag, dest=field_name, **options)
+    _add_settings(train)
     destination = train.add_mutually_exclusive_group(required=True)
     destination.add_argument("--out", help="the run folder to create")
     destination.add_argument("--resume", metavar="RUN_DIR",
                              help="continue an interrupted, failed or stopped run from its last checkpoint")
     train.set_defaults(handler=cmd_train)
+
+
+def _add_study_command(commands) -> None:
+    from lift_core.presets import PRESETS
+    from lift_core.studies import DEFAULT_LEVELS, FACTORS, KINDS, LEVEL_FLAGS, NOISE_MODES
+
+    study = commands.add_parser(
+        "study", help="runs that vary one factor, as in the LIFT paper, each beside the baselines fitted under the "
+                      "same factor; prints the scores per level")
+    study.add_argument("--kind", choices=KINDS, help="the study (required without --resume)")
+    for kind, flag in LEVEL_FLAGS.items():
+        default = ",".join(f"{level:g}" if isinstance(level, float) else level for level in DEFAULT_LEVELS[kind])
+        meaning = FACTORS.get(kind, "values of --setting, e.g. 1e-4,1e-3")
+        study.add_argument(f"--{flag}", help=f"{kind}: the levels, comma-separated: {meaning}"
+                                             + (f" (default: {default})" if default else ""))
+    study.add_argument("--mode", choices=NOISE_MODES, default="random",
+                       help="label-noise: a corrupted label becomes another class drawn uniformly (random), or "
+                            "class k becomes class k+1 (systematic) (default: random)")
+    study.add_argument("--setting", help="vary-setting: the training setting that varies (a `train` flag's name, "
+                                         "e.g. lr, lora_r, template, model)")
+    study.add_argument("--seeds", type=int, default=1, help="runs per level, with seeds --seed, --seed + 1, ... "
+                                                            "(default: 1)")
+    study.add_argument("--preset", choices=list(PRESETS), help="a preset's settings under the flags given")
+    _add_settings(study)
+    destination = study.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--out", help="the study folder to create")
+    destination.add_argument("--resume", metavar="STUDY_DIR",
+                             help="continue a study: finished runs are kept, the others train")
+    study.set_defaults(handler=cmd_study)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(handler=cmd_synth)
 
     _add_train_command(commands)
+    _add_study_command(commands)
 
     evaluate = commands.add_parser("evaluate", help="(re)score a run on its test split")
     evaluate.add_argument("--run", required=True)

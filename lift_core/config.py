@@ -33,6 +33,8 @@ class TrainConfig:
     features: list[str] | None = setting(None, "comma-separated feature columns; default: every other column")
     task: str | None = setting(None, "default: detected from the target column", choices=TASKS)
     test_data: str | None = setting(None, "a separate test table; otherwise test_size of the data is held out")
+    val_data: str | None = setting(None, "a separate validation table; otherwise val_size of the training rows "
+                                         "are held out")
     template: str = setting("lift", "how a row becomes a sentence", label="Template", choices=prompts.TEMPLATE_KINDS)
     template_text: str | None = setting(None, "a custom template with {column} placeholders", label="Custom template")
     decimals: int = setting(2, "digits kept after the point of each number", label="Decimals")

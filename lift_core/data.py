@@ -405,15 +405,15 @@ def _split_off(frame: pd.DataFrame, n_out: int, dataset: Dataset, seed) -> tuple
     return train_test_split(frame, test_size=n_out, random_state=seed, stratify=labels if stratify else None)
 
 
-def conform_test_table(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
-    """Shape a separate test table like the training data; it may be small or hold a single class."""
+def conform_test_table(table: pd.DataFrame, dataset: Dataset, role: str = "test") -> pd.DataFrame:
+    """Shape a separate test (or validation) table like the training data; it may be small or hold a single class."""
     needed = dataset.features + [dataset.target]
     missing = [column for column in needed if column not in table.columns]
     if missing:
-        raise LiftError(f"The test table lacks the columns {', '.join(missing)}, which the training table has.")
+        raise LiftError(f"The {role} table lacks the columns {', '.join(missing)}, which the training table has.")
     frame = table.loc[table[dataset.target].notna(), needed].reset_index(drop=True)
     if frame.empty:
-        raise LiftError(f"The test table has no rows with a value for '{dataset.target}'.")
+        raise LiftError(f"The {role} table has no rows with a value for '{dataset.target}'.")
     if dataset.task == "regression":
         frame[dataset.target] = _regression_target(frame[dataset.target], dataset.target)
     else:
@@ -422,17 +422,18 @@ def conform_test_table(table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
         unseen = sorted(set(frame[dataset.target]) - set(dataset.classes))
         if unseen:
             shown = ", ".join(repr(label) for label in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
-            raise LiftError(f"The test table's '{dataset.target}' has classes the training table lacks: {shown}. "
+            raise LiftError(f"The {role} table's '{dataset.target}' has classes the training table lacks: {shown}. "
                             "Drop those rows, or add examples of them to the training table.")
     return frame
 
 
 def load_splits(config) -> tuple[Dataset, Splits]:
-    """The table of a TrainConfig, prepared and split as its settings say."""
+    """The table of a TrainConfig, prepared and split as its settings say. A separate test or validation table
+    replaces the share of the training table that would otherwise be held out for it."""
     dataset = prepare_dataset(load_table(config.data), config.target, features=config.features, task=config.task)
-    if not config.test_data:
-        return dataset, split_dataset(dataset, test_size=config.test_size, val_size=config.val_size, seed=config.seed)
-    test = conform_test_table(load_table(config.test_data), dataset)
-    # Hold nothing out of the training table for testing: the separate table is the test set.
-    pool = split_dataset(dataset, test_size=0.0, val_size=config.val_size, seed=config.seed)
-    return dataset, Splits(train=pool.train, val=pool.val, test=test)
+    separate = {role: conform_test_table(load_table(path), dataset, role)
+                for role, path in (("test", config.test_data), ("validation", config.val_data)) if path}
+    pool = split_dataset(dataset, test_size=0.0 if "test" in separate else config.test_size,
+                         val_size=0.0 if "validation" in separate else config.val_size, seed=config.seed)
+    return dataset, Splits(train=pool.train, val=separate.get("validation", pool.val),
+                           test=separate.get("test", pool.test))

@@ -437,8 +437,10 @@ def _queue_entry(run: Run) -> _QueueEntry | None:
 
 
 def _table_rows(config: TrainConfig, dataset, splits) -> int:
-    """The rows a run reads: its table's (those without a target too) and those of a separate test table."""
-    return len(dataset.frame) + dataset.n_dropped + (len(splits.test) if config.test_data else 0)
+    """The rows a run reads: its table's (those without a target too) and those of separate test and validation
+    tables."""
+    separate = (len(splits.test) if config.test_data else 0) + (len(splits.val) if config.val_data else 0)
+    return len(dataset.frame) + dataset.n_dropped + separate
 
 
 def _launched_and_alive(run: Run) -> bool:

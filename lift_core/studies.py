@@ -1,0 +1,480 @@
+"""LIFT studies: runs that differ in one factor, as the LIFT paper's experiments varied it, each scored beside the
+baselines fitted under the same factor.
+
+A study is a folder, and `Study` is its only writer:
+
+    study.json      the definition (a StudySpec) and, per run, its level, seed, tables and settings
+    tables/         the rows every run shares (test.csv, val.csv) and each run's own training table; a run whose
+                    factor changes its validation or test rows too (renamed columns, a narrower range) has its own
+    runs/           one ordinary run folder per level and seed (runs.Run writes them)
+    study.log       the output of the study's process, when the web app launched it
+    process.json    that process (pid and start time)
+    stop-requested  present once a stop of the whole study was asked for; the study starts no further run
+
+Every run of a study has the same test rows. The factor changes only what the paper changed: how many training rows
+(sample efficiency), their labels (label noise: never the validation or test rows), the feature names (permuted
+across columns, the values left in place) or the training range (extrapolation: the ends of a 1-D regression's
+range are held out of training). The "vary-setting" study changes one training setting and nothing in the data.
+"""
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lift_core import data
+from lift_core.config import SETTINGS, TrainConfig
+from lift_core.errors import LiftError
+from lift_core.files import read_json, write_json_atomically
+from lift_core.runs import Run
+
+KINDS = ("sample-efficiency", "label-noise", "feature-names", "extrapolation", "vary-setting")
+NOISE_MODES = ("random", "systematic")
+NAME_LEVELS = ("none", "shuffled", "correct")
+DEFAULT_LEVELS = {
+    "sample-efficiency": [0.05, 0.1, 0.2, 0.5, 1.0],
+    "label-noise": [0.0, 0.05, 0.1, 0.2],
+    "feature-names": list(NAME_LEVELS),
+    "extrapolation": [0.0, 0.1, 0.2, 0.3],
+    "vary-setting": [],
+}
+# What each kind's levels are, on the curve's axis and in the CLI's flag.
+FACTORS = {
+    "sample-efficiency": "share of the training rows used",
+    "label-noise": "share of the training labels corrupted",
+    "feature-names": "feature names in the prompt",
+    "extrapolation": "share of the x range held out of training at each end",
+}
+LEVEL_FLAGS = {"sample-efficiency": "fractions", "label-noise": "noise", "feature-names": "names",
+               "extrapolation": "ends", "vary-setting": "values"}
+MIN_TRAIN_ROWS = 10  # the paper's sample-efficiency runs keep at least this many rows, and two classes
+MAX_DRAWS = 200  # resampling tries before a sample that meets the guards is declared impossible
+# Settings that are the data itself or would change what a run is compared on: never a study's varying setting.
+NOT_A_FACTOR = ("data", "target", "features", "task", "test_data", "val_data", "test_size", "val_size",
+                "num_processes", "trust_remote_code", "logging_steps", "save_steps")
+# Scored on the curve: the baselines report the same metric.
+SCORES = {"classification": "accuracy", "regression": "rae"}
+LIFT = "LIFT"
+
+_DEFINITION = "study.json"
+_TABLES = "tables"
+_RUNS = "runs"
+_LOG = "study.log"
+_PROCESS = "process.json"
+_STOP = "stop-requested"
+
+
+@dataclass
+class StudySpec:
+    kind: str
+    base: dict  # TrainConfig fields every run shares: data, target, model, the preset's settings, the seed
+    levels: list = field(default_factory=list)  # empty: DEFAULT_LEVELS of the kind
+    seeds: int = 1  # each level is run with seeds base seed, base seed + 1, ...
+    noise_mode: str = "random"  # label-noise: "random" (to another class, uniformly) or "systematic" (k to k+1)
+    setting: str = ""  # vary-setting: the TrainConfig field that varies
+
+    def __post_init__(self):
+        self.levels = list(self.levels) or list(DEFAULT_LEVELS.get(self.kind, []))
+
+    def base_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.base)
+
+    def factor(self) -> str:
+        if self.kind == "vary-setting":
+            return SETTINGS[self.setting].metadata["label"] or self.setting if self.setting in SETTINGS else ""
+        return FACTORS.get(self.kind, "")
+
+    def check(self) -> None:
+        """Refuses a definition that cannot make a study, saying what to change."""
+        if self.kind not in KINDS:
+            raise LiftError(f"Unknown study '{self.kind}'. Choose one of: {', '.join(KINDS)}.")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= 20:
+            raise LiftError(f"The number of seeds must be a whole number from 1 to 20 (got {self.seeds!r}).")
+        if self.noise_mode not in NOISE_MODES:
+            raise LiftError(f"Unknown label-noise mode '{self.noise_mode}'. Choose {' or '.join(NOISE_MODES)}.")
+        if self.kind == "vary-setting":
+            self._check_setting()
+        self.levels = self._checked_levels()
+        self.base_config().check()
+
+    def _check_setting(self) -> None:
+        settable = [name for name in SETTINGS if name not in NOT_A_FACTOR]
+        if self.setting not in settable:
+            raise LiftError(f"Choose the setting to vary (--setting), one of: {', '.join(settable)}.")
+
+    def _checked_levels(self) -> list:
+        if not self.levels:
+            raise LiftError(f"Give the levels of the study (--{LEVEL_FLAGS[self.kind]}), separated by commas.")
+        if len(set(map(str, self.levels))) != len(self.levels):
+            raise LiftError("Each level of a study must be different; a level is listed twice.")
+        if self.kind == "feature-names":
+            unknown = [level for level in self.levels if level not in NAME_LEVELS]
+            if unknown:
+                raise LiftError(f"Unknown feature-names level '{unknown[0]}'. Use: {', '.join(NAME_LEVELS)}.")
+            return list(self.levels)
+        if self.kind == "vary-setting":
+            return [setting_value(self.setting, level) for level in self.levels]
+        low, high, meaning = {"sample-efficiency": (0, 1, "a share of the training rows in (0, 1]"),
+                              "label-noise": (0, 1, "a share of the labels in [0, 1)"),
+                              "extrapolation": (0, 0.5, "a share of the range in [0, 0.5) at each end")}[self.kind]
+        levels = [_number(level, meaning) for level in self.levels]
+        for level in levels:
+            if not (low < level <= high if self.kind == "sample-efficiency" else low <= level < high):
+                raise LiftError(f"Each level must be {meaning} (got {level:g}).")
+        return sorted(levels)
+
+
+def setting_value(name: str, text):
+    """A level of a vary-setting study, read as the setting's type ("1e-3" for the learning rate is 0.001)."""
+    default = SETTINGS[name].default
+    if not isinstance(text, str):
+        return text
+    try:
+        if isinstance(default, bool):
+            return {"true": True, "false": False}[text.strip().lower()]
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except (KeyError, ValueError):
+        raise LiftError(f"'{text}' is not a value of {name}: give "
+                        f"{'true or false' if isinstance(default, bool) else type(default).__name__} values.")
+    return text.strip()
+
+
+def _number(level, meaning: str) -> float:
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        raise LiftError(f"Each level must be {meaning}, not {level!r}.")
+    if not math.isfinite(value):
+        raise LiftError(f"Each level must be {meaning}, not {level!r}.")
+    return value
+
+
+# ---- the rows of each run ---------------------------------------------------------------------------------
+
+def subsample(frame: pd.DataFrame, fraction: float, dataset: data.Dataset, rng) -> pd.DataFrame:
+    """`fraction` of the training rows, at least MIN_TRAIN_ROWS; a classification sample is drawn again until it
+    holds two classes, and every class where it has a row for each (a class with no training row could not be
+    answered, and its validation and test rows would be refused)."""
+    n_rows = min(len(frame), max(MIN_TRAIN_ROWS, round(fraction * len(frame))))
+    if n_rows >= len(frame):
+        return frame.reset_index(drop=True)
+    classes = frame[dataset.target].nunique() if dataset.task == "classification" else 0
+    if classes > n_rows:
+        raise LiftError(f"A share of {fraction:g} keeps {n_rows} training rows, fewer than the {classes} classes: "
+                        "each class needs a training row. Use a larger share.")
+    for _ in range(MAX_DRAWS):
+        sample = frame.iloc[np.sort(rng.choice(len(frame), n_rows, replace=False))]
+        if sample[dataset.target].nunique() >= max(2, classes) or not classes:
+            return sample.reset_index(drop=True)
+    raise LiftError(f"{MAX_DRAWS} samples of {n_rows} training rows (a share of {fraction:g}) never held every "
+                    "class. Use a larger share.")
+
+
+def corrupt_labels(frame: pd.DataFrame, rate: float, mode: str, dataset: data.Dataset, rng) -> pd.DataFrame:
+    """round(rate × rows) training labels changed: to another class drawn uniformly ("random"), or class k to class
+    k+1 of the sorted classes, the last to the first ("systematic"). Only the frame given is changed."""
+    if dataset.task != "classification":
+        raise LiftError("The label-noise study corrupts class labels: it needs a classification target.")
+    corrupted = frame.copy()
+    changed = rng.choice(len(frame), round(rate * len(frame)), replace=False)
+    codes = frame[dataset.target].map({label: code for code, label in enumerate(dataset.classes)}).to_numpy()
+    count = len(dataset.classes)
+    shift = np.ones(len(changed), dtype=int) if mode == "systematic" else rng.integers(1, count, len(changed))
+    column = corrupted.columns.get_loc(dataset.target)
+    corrupted.iloc[changed, column] = [dataset.classes[code] for code in (codes[changed] + shift) % count]
+    return corrupted
+
+
+def shuffled_names(features: list[str], rng) -> dict[str, str]:
+    """Each feature's column renamed to another feature's name: a permutation that leaves no name in place, so
+    every value is read under a wrong name while the values themselves stay in their columns."""
+    if len(features) < 2:
+        raise LiftError("Shuffling feature names needs at least two features; this table has one.")
+    while True:
+        order = rng.permutation(len(features))
+        if not (order == np.arange(len(features))).any():
+            return {name: features[position] for name, position in zip(features, order)}
+
+
+def held_out_range(values: pd.Series, share: float) -> tuple[float, float]:
+    """The training range of an extrapolation level: the data's range less `share` of its width at each end."""
+    low, high = float(values.min()), float(values.max())
+    width = high - low
+    return low + share * width, high - share * width
+
+
+def wide_range(values: pd.Series) -> tuple[float, float]:
+    """Where an extrapolation is drawn, as in the paper: (lb − (ub − lb)/2, ub + (ub − lb)/2)."""
+    low, high = float(values.min()), float(values.max())
+    return low - (high - low) / 2, high + (high - low) / 2
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    level: object
+    seed: int  # the run's seed: the base seed plus the seed's index
+    splits: data.Splits
+    overrides: dict  # TrainConfig fields this run sets beyond the base (a template, the varying setting)
+    own: tuple[str, ...] = ()  # which of "val" and "test" differ from the shared rows
+
+
+def plan(spec: StudySpec) -> tuple[data.Dataset, data.Splits, list[PlannedRun]]:
+    """The study's data, its shared split, and every run with its rows, in the order they train: each seed's levels
+    in turn, so the first seed's whole curve comes first."""
+    spec.check()
+    base = spec.base_config()
+    dataset, shared = data.load_splits(base)
+    _check_kind_fits(spec, dataset)
+    planned = []
+    for index in range(spec.seeds):
+        for position, level in enumerate(spec.levels):
+            rng = np.random.default_rng([base.seed, index, position])
+            splits, overrides, own = _rows_of(spec, dataset, shared, level, rng)
+            planned.append(PlannedRun(_run_name(spec, level, index), level, base.seed + index, splits,
+                                      {**overrides, "task": dataset.task, "seed": base.seed + index}, own))
+    return dataset, shared, planned
+
+
+def _check_kind_fits(spec: StudySpec, dataset: data.Dataset) -> None:
+    if spec.kind == "label-noise" and dataset.task != "classification":
+        raise LiftError("The label-noise study corrupts class labels: it needs a classification target.")
+    if spec.kind == "extrapolation":
+        numeric = pd.api.types.is_numeric_dtype(dataset.frame[dataset.features[0]])
+        if dataset.task != "regression" or len(dataset.features) != 1 or not numeric:
+            raise LiftError("The extrapolation study is for a 1-D regression: a numeric target and exactly one "
+                            "numeric feature (choose it as the only feature).")
+    if spec.kind == "feature-names" and spec.base_config().template == "custom":
+        raise LiftError("The feature-names study writes the names itself; choose the lift, names or sentence "
+                        "template instead of a custom one.")
+
+
+def _rows_of(spec: StudySpec, dataset: data.Dataset, shared: data.Splits, level, rng):
+    """(splits, settings, which of val and test are the run's own) of one level."""
+    if spec.kind == "sample-efficiency":
+        return data.Splits(subsample(shared.train, level, dataset, rng), shared.val, shared.test), {}, ()
+    if spec.kind == "label-noise":
+        train = corrupt_labels(shared.train, level, spec.noise_mode, dataset, rng)
+        return data.Splits(train, shared.val, shared.test), {}, ()
+    if spec.kind == "feature-names":
+        template = spec.base_config().template
+        named = template if template in ("names", "sentence") else "names"
+        if level == "none":
+            return shared, {"template": "lift"}, ()
+        if level == "correct":
+            return shared, {"template": named}, ()
+        names = shuffled_names(dataset.features, rng)
+        renamed = data.Splits(*(part.rename(columns=names) for part in (shared.train, shared.val, shared.test)))
+        return renamed, {"template": named, "features": None}, ("val", "test")
+    if spec.kind == "extrapolation":
+        feature = dataset.features[0]
+        low, high = held_out_range(dataset.frame[feature], level)
+        inside = [part[part[feature].between(low, high)].reset_index(drop=True) for part in (shared.train, shared.val)]
+        if len(inside[0]) < MIN_TRAIN_ROWS:
+            raise LiftError(f"Holding out {level:g} of the range at each end leaves {len(inside[0])} training rows; "
+                            f"at least {MIN_TRAIN_ROWS} are needed. Use a smaller share.")
+        return data.Splits(inside[0], inside[1], shared.test), {}, ("val",)
+    return shared, {spec.setting: level}, ()
+
+
+def _run_name(spec: StudySpec, level, index: int) -> str:
+    prefix = {"sample-efficiency": "fraction", "label-noise": f"noise-{spec.noise_mode}", "feature-names": "names",
+              "extrapolation": "ends", "vary-setting": spec.setting}[spec.kind]
+    text = f"{level:g}" if isinstance(level, float) else str(level)
+    return f"{prefix}-{text}-seed{index}".replace("/", "-").replace(" ", "-")
+
+
+# ---- the study folder ----------------------------------------------------------------------------------------
+
+class Study:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / _DEFINITION).is_file()
+
+    def definition(self) -> dict:
+        saved = read_json(self.path / _DEFINITION)
+        if not isinstance(saved, dict):
+            raise LiftError(f"'{self.path}' holds no study: give the --out folder of an earlier `study`.")
+        return saved
+
+    def spec(self) -> StudySpec:
+        return StudySpec(**self.definition()["spec"])
+
+    def run_names(self) -> list[str]:
+        return list(self.definition()["runs"])
+
+    def run(self, name: str) -> Run:
+        return Run(self.path / _RUNS / name)
+
+    def runs(self) -> list[Run]:
+        return [self.run(name) for name in self.run_names()]
+
+    def planned(self, name: str) -> dict:
+        """A run's level, seed, tables and settings."""
+        return self.definition()["runs"][name]
+
+    def run_config(self, name: str) -> TrainConfig:
+        planned = self.planned(name)
+        tables = {role: str(self.path / path) for role, path in planned["tables"].items()}
+        return TrainConfig.from_dict({**self.spec().base, **planned["overrides"], **tables})
+
+    def states(self) -> dict[str, str]:
+        """Each run's state; "waiting" for a run not created yet."""
+        return {run.name: run.reconcile().get("state", "waiting") if run.exists() else "waiting"
+                for run in self.runs()}
+
+    def finished(self) -> bool:
+        return all(state in ("completed", "failed") for state in self.states().values())
+
+    def created(self) -> float:
+        return self.definition().get("created", 0.0)
+
+    # The study's process, and stopping it
+
+    def request_stop(self) -> None:
+        (self.path / _STOP).touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / _STOP).exists()
+
+    def clear_stop(self) -> None:
+        (self.path / _STOP).unlink(missing_ok=True)
+
+    def record_process(self, identity: dict) -> None:
+        write_json_atomically(self.path / _PROCESS, identity)
+
+    def process(self) -> dict:
+        return read_json(self.path / _PROCESS) or {}
+
+    def open_log(self, mode: str):
+        return open(self.path / _LOG, mode)
+
+    def log_tail(self, n_lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join((self.path / _LOG).read_text(errors="replace").splitlines()[-n_lines:])
+        return ""
+
+
+def create_study(folder, spec: StudySpec) -> Study:
+    """The study folder with its tables and definition; refused, with nothing written, when the definition or the
+    data cannot make every run."""
+    study = Study(folder)
+    if study.exists() or (study.path.exists() and any(study.path.iterdir())):
+        raise LiftError(f"'{folder}' already holds files. Choose a new folder for the study (--out).")
+    dataset, shared, planned = plan(spec)
+    _check_runs(spec, dataset, planned)
+    tables = study.path / _TABLES
+    tables.mkdir(parents=True, exist_ok=True)
+    for role, part in (("test", shared.test), ("val", shared.val)):
+        part.to_csv(tables / f"{role}.csv", index=False)
+    runs = {}
+    for run in planned:
+        run.splits.train.to_csv(tables / f"{run.name}-train.csv", index=False)
+        for role in run.own:
+            getattr(run.splits, role).to_csv(tables / f"{run.name}-{role}.csv", index=False)
+        runs[run.name] = {"level": run.level, "seed": run.seed, "overrides": run.overrides, "tables": {
+            "data": f"{_TABLES}/{run.name}-train.csv",
+            **{field_name: f"{_TABLES}/{run.name}-{role}.csv" if role in run.own else f"{_TABLES}/{role}.csv"
+               for role, field_name in (("val", "val_data"), ("test", "test_data"))}}}
+    # Written last: a folder without its definition is a study that was never made.
+    write_json_atomically(study.path / _DEFINITION, {"spec": asdict(spec), "runs": runs, "created": time.time(),
+                                                     "task": dataset.task, "features": dataset.features})
+    return study
+
+
+def _check_runs(spec: StudySpec, dataset: data.Dataset, planned: list[PlannedRun]) -> None:
+    """Each run's settings and rows as training would check them, before anything is written."""
+    from lift_core.encoding import check_example_lengths
+
+    for run in planned:
+        config = TrainConfig.from_dict({**spec.base, **run.overrides})
+        config.check()
+        features = list(run.splits.train.columns.drop(dataset.target))
+        run_dataset = data.Dataset(pd.concat([run.splits.train, run.splits.val, run.splits.test]), dataset.target,
+                                   features, dataset.task, dataset.classes, 0)
+        config.template_for(features, dataset.target)
+        check_example_lengths(config, run_dataset, run.splits)
+
+
+def list_studies(studies_dir) -> list[Study]:
+    """The studies of a folder, newest first."""
+    root = Path(studies_dir)
+    studies = [Study(path) for path in root.iterdir()] if root.is_dir() else []
+    return sorted((study for study in studies if study.exists()), key=Study.created, reverse=True)
+
+
+def estimate_seconds(spec: StudySpec, runs_dir) -> float | None:
+    """The whole study's duration from the duration estimate of each run (estimate.py); None when a run's speed is
+    unknown here."""
+    from lift_core.estimate import estimate_duration
+
+    dataset, _, planned = plan(spec)
+    total = 0.0
+    for run in planned:
+        config = TrainConfig.from_dict({**spec.base, **run.overrides})
+        features = list(run.splits.train.columns.drop(dataset.target))
+        run_dataset = data.Dataset(run.splits.train, dataset.target, features, dataset.task, dataset.classes, 0)
+        seconds = estimate_duration(config, runs_dir, splits_loaded=(run_dataset, run.splits)).seconds
+        if seconds is None:
+            return None
+        total += seconds
+    return total
+
+
+# ---- running a study -----------------------------------------------------------------------------------------
+
+def run_study(study: Study, say=print) -> None:
+    """Train every run of the study that has not finished, in order, and fit each finished run's baselines; what
+    `study` and `study --resume` do. A completed run is never trained again; a stopped or interrupted one continues
+    from its checkpoint, and so does a failed one that can be (once per call). A stop of a run, or of the study,
+    ends the study here; a run that fails is reported and the others still train."""
+    from lift_core.evaluation import cached_baselines
+
+    study.clear_stop()
+    names = study.run_names()
+    for number, name in enumerate(names, start=1):
+        if study.stop_requested():
+            say(f"study stopped before run {number} of {len(names)}")
+            return
+        run = study.run(name)
+        state = run.reconcile().get("state") if run.exists() else None
+        if state != "completed" and not (state == "failed" and run.resume_problem()):
+            say(f"run {number} of {len(names)}: {name}")
+            state = _train(study, name, state)
+        if state == "stopped":
+            say(f"study stopped during {name}; `study --resume {study.path}` continues it")
+            return
+        if state == "completed" and run.baselines() is None:
+            say(f"fitting the baselines of {name} on its rows")
+            cached_baselines(run)
+
+
+def _train(study: Study, name: str, state: str | None) -> str:
+    """Trains one run of the study in this process, its output in the run's log; returns how it ended."""
+    from lift_core.training import resume_training, run_training
+
+    run = study.run(name)
+    run.path.mkdir(parents=True, exist_ok=True)
+    try:
+        with run.open_log("a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            if state is None:
+                run_training(study.run_config(name), run.path)
+            else:
+                resume_training(run.path)
+    except LiftError as error:
+        print(f"  {name} failed: {error}", flush=True)
+    return run.reconcile().get("state", "failed")
