@@ -25,6 +25,7 @@ from lift_core.config import TrainConfig
 from lift_core.errors import LiftError, looks_out_of_memory
 from lift_core.processes import identity_alive, kill_with_descendants, process_identity
 from lift_core.runs import ACTIVE_STATES, Run, create_run, list_runs, new_run_folder
+from lift_core.studies import Study, StudySpec, create_study, list_studies, studies_dir
 from lift_core.zerogpu import TRAINING_REFUSAL, on_zerogpu
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
@@ -90,7 +91,7 @@ class TrainingLauncher:
         from lift_core.training import check_training_inputs
 
         self.check_model(config.model)
-        if not calibrate or self.active_run() is not None:
+        if not calibrate or self.active_run() is not None or self.active_study() is not None:
             return estimate_duration(config, self.runs_dir)
         loaded = check_training_inputs(config)  # a mistake is told at once, not after waiting for the launch lock
         # Held like a launch, so that no training starts while the calibration runs.
@@ -101,7 +102,7 @@ class TrainingLauncher:
         """Whether estimate(config, calibrate=True) would first time the model: a page says so while it waits."""
         from lift_core.estimate import needs_timing
 
-        return self.active_run() is None and needs_timing(config, self.runs_dir)
+        return self.active_run() is None and self.active_study() is None and needs_timing(config, self.runs_dir)
 
     def start(self, config: TrainConfig, owner: str | None = None) -> Run:
         """Launch a run of `config`. On a multi-user server, a run of `owner`'s, refused beyond the caps, which
@@ -173,6 +174,93 @@ class TrainingLauncher:
             run.fail(f"The training process could not be started: {error}")
             raise
         run.record(**process_identity(process.pid))
+
+    # Studies: runs one after another in a process of their own, which holds the training slot throughout
+
+    def studies(self) -> list[Study]:
+        return list_studies(studies_dir(self.runs_dir))
+
+    def find_study(self, name: str | None) -> Study:
+        """A study of this server by name; only a listed name reaches the file system."""
+        study = next((study for study in self.studies() if study.name == name), None)
+        if study is None:
+            raise LiftError("Choose a study first." if not name else
+                            f"There is no study named '{name}'. Refresh the list of studies to see the current ones.")
+        return study
+
+    def active_study(self) -> Study | None:
+        return next((study for study in self.studies() if identity_alive(study.process())), None)
+
+    def start_study(self, spec: StudySpec) -> Study:
+        """Create the study (its tables and definition, refused with a message if a run could not be made) and
+        launch its process, which trains its runs one at a time."""
+        self._check_study_here(spec)
+        with self._exclusive():
+            study = create_study(self._new_study_path(spec), spec)
+            self._launch_study(study, log_mode="w")
+        return study
+
+    def resume_study(self, study: Study) -> None:
+        """Launch the process of a stopped or interrupted study again: its finished runs are kept."""
+        self._check_study_here(study.spec())
+        if study.finished():
+            raise LiftError(f"Study '{study.name}' has finished: every run has its result.")
+        with self._exclusive():
+            self._launch_study(study, log_mode="a")
+
+    def stop_study(self, study: Study) -> str:
+        """No further run of the study starts, and its training run is asked to stop (then forced, as Stop
+        does); "requested", "waiting", "killed", or "idle" for a study whose process has ended."""
+        study.request_stop()
+        if not identity_alive(study.process()):
+            return "idle"
+        training = next((run for run in study.runs() if run.exists()
+                         and run.reconcile().get("state") in ACTIVE_STATES), None)
+        if training is None:
+            return "requested"
+        outcome = self._stop_active(training)
+        if outcome == "killed":
+            kill_with_descendants(study.process()["pid"])
+        return outcome
+
+    def continue_studies(self) -> list[Study]:
+        """Launch again a study that a previous server left half-finished (its process gone, and no stop asked
+        for); one, since studies take the training slot in turn. Returns it in a list, or nothing."""
+        for study in self.studies():
+            if study.stop_requested() or identity_alive(study.process()) or study.finished():
+                continue
+            with contextlib.suppress(LiftError):  # busy: the person resumes it later
+                self.resume_study(study)
+                return [study]
+        return []
+
+    def _check_study_here(self, spec: StudySpec) -> None:
+        _check_training_here()
+        if self.limits is not None:
+            raise LiftError("Studies train many runs one after another, which a shared server cannot give one "
+                            "visitor; duplicate this Space or run LIFT Studio on your own hardware to run one.")
+        models = [spec.base.get("model")] + (spec.levels if spec.setting == "model" else [])
+        for model in models:
+            self.check_model(model)
+
+    def _new_study_path(self, spec: StudySpec) -> Path:
+        folder = studies_dir(self.runs_dir)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{stamp}-{spec.kind}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = folder / f"{stamp}-{spec.kind}-{suffix}"
+        return path
+
+    def _launch_study(self, study: Study, log_mode: str) -> None:
+        study.clear_stop()
+        command = [sys.executable, "-m", "lift_core", "study", "--resume", str(study.path)]
+        with study.open_log(log_mode) as log:
+            process = _start_process(command, log, log_mode)
+        study.record_process(process_identity(process.pid))
+        # Reaped, so that its end is seen (a zombie would read as alive).
+        threading.Thread(target=process.wait, daemon=True).start()
 
     # The queue of a multi-user server
 
@@ -270,6 +358,10 @@ class TrainingLauncher:
             if busy:
                 raise LiftError(f"The server is busy training '{busy.name}'. Wait for it to finish or stop it "
                                 "first: one training runs at a time.")
+            study = self.active_study()
+            if study:
+                raise LiftError(f"The server is running the study '{study.name}', one training after another. Wait "
+                                "for it to finish or stop it in the Studies tab first: one training runs at a time.")
             yield
 
     def _busy_run(self) -> Run | None:
@@ -285,12 +377,7 @@ class TrainingLauncher:
 
     def _launch(self, run: Run, command: list[str], config: TrainConfig, log_mode: str) -> subprocess.Popen:
         with run.open_log(log_mode) as log:
-            log.write(("\n" if log_mode == "a" else "") + " ".join(command) + "\n\n")
-            log.flush()
-            environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-            # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the run.
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=environment, start_new_session=True)
+            process = _start_process(command, log, log_mode)
         run.record_launch(process_identity(process.pid))
         self._watched.add(run.path)
         threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
@@ -366,6 +453,16 @@ class TrainingLauncher:
             if active is not None and active.name == run.name:
                 raise LiftError(f"Run '{run.name}' is training: stop it in the Train tab before deleting it.")
             run.delete()
+
+
+def _start_process(command: list[str], log, log_mode: str) -> subprocess.Popen:
+    """The engine's CLI as a process of its own, its output appended to `log` after the command line."""
+    log.write(("\n" if log_mode == "a" else "") + " ".join(command) + "\n\n")
+    log.flush()
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the training.
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+                            start_new_session=True)
 
 
 def _check_training_here() -> None:

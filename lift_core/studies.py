@@ -61,6 +61,8 @@ NOT_A_FACTOR = ("data", "target", "features", "task", "test_data", "val_data", "
 SCORES = {"classification": "accuracy", "regression": "rae"}
 LIFT = "LIFT"
 
+STUDIES_FOLDER = "studies"  # a web app's studies, inside its runs folder
+
 _DEFINITION = "study.json"
 _TABLES = "tables"
 _RUNS = "runs"
@@ -410,9 +412,13 @@ def _check_runs(spec: StudySpec, dataset: data.Dataset, planned: list[PlannedRun
         check_example_lengths(config, run_dataset, run.splits)
 
 
-def list_studies(studies_dir) -> list[Study]:
+def studies_dir(runs_dir) -> Path:
+    return Path(runs_dir) / STUDIES_FOLDER
+
+
+def list_studies(folder) -> list[Study]:
     """The studies of a folder, newest first."""
-    root = Path(studies_dir)
+    root = Path(folder)
     studies = [Study(path) for path in root.iterdir()] if root.is_dir() else []
     return sorted((study for study in studies if study.exists()), key=Study.created, reverse=True)
 

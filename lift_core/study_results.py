@@ -1,10 +1,15 @@
 """A study's scores: each run's test score and its baselines' under the same factor, gathered from the run
 folders; their mean and spread across seeds per level; the table the CLI prints and the CSV a person downloads."""
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
-from lift_core.studies import LIFT, SCORES, Study
+from lift_core.boundary import DEFAULT_MARGIN, boundary_levels, explorable_features
+from lift_core.errors import LiftError
+from lift_core.runs import Run
+from lift_core.studies import LIFT, SCORES, Study, wide_range
 
 SCORE_NAMES = {"accuracy": "test accuracy (higher is better)",
                "rae": "test RAE, relative absolute error (lower is better)"}
@@ -59,3 +64,52 @@ def summary_text(study: Study) -> str:
     metric = score_metric(study)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         return f"{SCORE_NAMES[metric]}\n{grid.to_string()}"
+
+
+# A small multiple per level: coarser than Explore's 60 × 60, so that a study's maps take a fraction of its runs.
+MAP_RESOLUTION = 30
+
+
+def drawable(study: Study) -> bool:
+    """Whether the study's runs can be drawn: two numeric features, or one for a regression (as in Explore)."""
+    definition = study.definition()
+    run = next((run for run in study.runs() if run.exists() and run.dataset_info()), None)
+    if run is None:
+        return len(definition["features"]) in ((1, 2) if definition["task"] == "regression" else (2,))
+    try:
+        explorable_features(run)
+    except LiftError:
+        return False
+    return True
+
+
+def level_maps(study: Study, resolution: int = MAP_RESOLUTION) -> Iterator[tuple[object, Run, pd.DataFrame]]:
+    """(level, run, map) for each level whose first-seed run has finished: the model's decision boundary over the
+    plane, or a 1-D regression's predictions over the paper's wider range (wide_range of the study's rows). Each map
+    is saved in its run, so the small multiples come back without the model."""
+    definition = study.definition()
+    every_row = pd.concat([pd.read_csv(study.path / path) for path in _shared_tables(study)])
+    for name in study.run_names():
+        planned, run = study.planned(name), study.run(name)
+        if planned["seed"] != study.spec().base_config().seed or not run.has_adapter():
+            continue
+        if run.reconcile().get("state") != "completed":
+            continue
+        margin = DEFAULT_MARGIN[len(definition["features"])]
+        if len(definition["features"]) == 1:
+            margin = _margin_to_cover(run.split("train")[definition["features"][0]],
+                                      wide_range(every_row[definition["features"][0]]))
+        *_, grid = boundary_levels(run, resolution=resolution, margin=margin)
+        yield planned["level"], run, grid
+
+
+def _shared_tables(study: Study) -> list[str]:
+    first = study.planned(study.run_names()[0])["tables"]
+    return [first["test_data"], first["data"]]
+
+
+def _margin_to_cover(values: pd.Series, covered: tuple[float, float]) -> float:
+    """The grid margin (a share of the training range on each side) that reaches `covered` at both ends."""
+    low, high = float(values.min()), float(values.max())
+    width = (high - low) or 1.0
+    return round(max(low - covered[0], covered[1] - high) / width, 3)
