@@ -302,14 +302,14 @@ def _add_train_command(commands) -> None:
 
 def _add_study_command(commands) -> None:
     from lift_core.presets import PRESETS
-    from lift_core.studies import DEFAULT_LEVELS, FACTORS, KINDS, LEVEL_FLAGS, NOISE_MODES
+    from lift_core.studies import DEFAULT_LEVELS, FACTORS, KINDS, LEVEL_FLAGS, NOISE_MODES, levels_text
 
     study = commands.add_parser(
         "study", help="runs that vary one factor, as in the LIFT paper, each beside the baselines fitted under the "
                       "same factor; prints the scores per level")
     study.add_argument("--kind", choices=KINDS, help="the study (required without --resume)")
     for kind, flag in LEVEL_FLAGS.items():
-        default = ",".join(f"{level:g}" if isinstance(level, float) else level for level in DEFAULT_LEVELS[kind])
+        default = levels_text(DEFAULT_LEVELS[kind])
         meaning = FACTORS.get(kind, "values of --setting, e.g. 1e-4,1e-3")
         study.add_argument(f"--{flag}", help=f"{kind}: the levels, comma-separated: {meaning}"
                                              + (f" (default: {default})" if default else ""))

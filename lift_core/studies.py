@@ -131,6 +131,11 @@ class StudySpec:
         return sorted(levels)
 
 
+def levels_text(levels: list) -> str:
+    """Levels as a person types them: "0.05,0.1,1", "none,shuffled"."""
+    return ",".join(f"{level:g}" if isinstance(level, float) else str(level) for level in levels)
+
+
 def setting_value(name: str, text):
     """A level of a vary-setting study, read as the setting's type ("1e-3" for the learning rate is 0.001)."""
     default = SETTINGS[name].default
