@@ -133,6 +133,7 @@ def cmd_study(args) -> None:
     from lift_core import studies
     from lift_core.processes import identity_alive, process_identity
     from lift_core.study_results import summary_text
+    from lift_core.study_runner import default_parallel, run_study
 
     if args.resume:
         if args.kind or _given_settings(args):
@@ -146,7 +147,7 @@ def cmd_study(args) -> None:
         study = studies.create_study(args.out, _study_spec(args))
         print(f"study created: {study.path}, {len(study.run_names())} runs")
     study.record_process(process_identity(os.getpid()))
-    studies.run_study(study)
+    run_study(study, parallel=args.parallel or default_parallel())
     print(summary_text(study))
 
 
@@ -321,6 +322,8 @@ def _add_study_command(commands) -> None:
     study.add_argument("--seeds", type=int, default=1, help="runs per level, with seeds --seed, --seed + 1, ... "
                                                             "(default: 1)")
     study.add_argument("--preset", choices=list(PRESETS), help="a preset's settings under the flags given")
+    study.add_argument("--parallel", type=int, help="runs trained at once, each in a training process of its own "
+                                                    "on a GPU of its own (default: one per GPU; 1 on a CPU)")
     _add_settings(study)
     destination = study.add_mutually_exclusive_group(required=True)
     destination.add_argument("--out", help="the study folder to create")

@@ -339,6 +339,12 @@ class Study:
         tables = {role: str(self.path / path) for role, path in planned["tables"].items()}
         return TrainConfig.from_dict({**self.spec().base, **planned["overrides"], **tables})
 
+    def save_run_settings(self, name: str) -> Path:
+        """The run's settings as a file, for a `train --config` process of its own (runs trained at once)."""
+        path = self.path / _TABLES / f"{name}-settings.json"
+        write_json_atomically(path, asdict(self.run_config(name)))
+        return path
+
     def states(self) -> dict[str, str]:
         """Each run's state; "waiting" for a run not created yet."""
         return {run.name: run.reconcile().get("state", "waiting") if run.exists() else "waiting"
@@ -445,47 +451,3 @@ def estimate_seconds(spec: StudySpec, runs_dir) -> float | None:
         total += seconds
     return total
 
-
-# ---- running a study -----------------------------------------------------------------------------------------
-
-def run_study(study: Study, say=print) -> None:
-    """Train every run of the study that has not finished, in order, and fit each finished run's baselines; what
-    `study` and `study --resume` do. A completed run is never trained again; a stopped or interrupted one continues
-    from its checkpoint, and so does a failed one that can be (once per call). A stop of a run, or of the study,
-    ends the study here; a run that fails is reported and the others still train."""
-    from lift_core.evaluation import cached_baselines
-
-    study.clear_stop()
-    names = study.run_names()
-    for number, name in enumerate(names, start=1):
-        if study.stop_requested():
-            say(f"study stopped before run {number} of {len(names)}")
-            return
-        run = study.run(name)
-        state = run.reconcile().get("state") if run.exists() else None
-        if state != "completed" and not (state == "failed" and run.resume_problem()):
-            say(f"run {number} of {len(names)}: {name}")
-            state = _train(study, name, state)
-        if state == "stopped":
-            say(f"study stopped during {name}; `study --resume {study.path}` continues it")
-            return
-        if state == "completed" and run.baselines() is None:
-            say(f"fitting the baselines of {name} on its rows")
-            cached_baselines(run)
-
-
-def _train(study: Study, name: str, state: str | None) -> str:
-    """Trains one run of the study in this process, its output in the run's log; returns how it ended."""
-    from lift_core.training import resume_training, run_training
-
-    run = study.run(name)
-    run.path.mkdir(parents=True, exist_ok=True)
-    try:
-        with run.open_log("a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            if state is None:
-                run_training(study.run_config(name), run.path)
-            else:
-                resume_training(run.path)
-    except LiftError as error:
-        print(f"  {name} failed: {error}", flush=True)
-    return run.reconcile().get("state", "failed")
