@@ -25,7 +25,7 @@ from lift_core.config import TrainConfig
 from lift_core.errors import LiftError, looks_out_of_memory
 from lift_core.processes import identity_alive, kill_with_descendants, process_identity
 from lift_core.runs import ACTIVE_STATES, Run, create_run, list_runs, new_run_folder
-from lift_core.studies import Study, StudySpec, create_study, list_studies, studies_dir
+from lift_core.studies import Study, StudySpec, create_study, estimate_seconds, list_studies, studies_dir
 from lift_core.zerogpu import TRAINING_REFUSAL, on_zerogpu
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
@@ -187,6 +187,15 @@ class TrainingLauncher:
             raise LiftError("Choose a study first." if not name else
                             f"There is no study named '{name}'. Refresh the list of studies to see the current ones.")
         return study
+
+    def estimate_study(self, spec: StudySpec, calibrate: bool = False) -> float | None:
+        """The study's duration in seconds (studies.estimate_seconds); with `calibrate`, as `estimate` does: a model
+        never run here is timed first, unless a training runs."""
+        self._check_study_here(spec)
+        if not calibrate or self.active_run() is not None or self.active_study() is not None:
+            return estimate_seconds(spec, self.runs_dir)
+        with self._exclusive():
+            return estimate_seconds(spec, self.runs_dir, calibrate=True)
 
     def active_study(self) -> Study | None:
         return next((study for study in self.studies() if identity_alive(study.process())), None)

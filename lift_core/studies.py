@@ -434,9 +434,9 @@ def list_studies(folder) -> list[Study]:
     return sorted((study for study in studies if study.exists()), key=Study.created, reverse=True)
 
 
-def estimate_seconds(spec: StudySpec, runs_dir) -> float | None:
-    """The whole study's duration from the duration estimate of each run (estimate.py); None when a run's speed is
-    unknown here."""
+def estimate_seconds(spec: StudySpec, runs_dir, calibrate: bool = False) -> float | None:
+    """The whole study's duration, the sum of each run's duration estimate (estimate.py); with `calibrate`, a model
+    never run here is timed first, once. None when a run's speed is unknown here."""
     from lift_core.estimate import estimate_duration
 
     dataset, _, planned = plan(spec)
@@ -445,9 +445,9 @@ def estimate_seconds(spec: StudySpec, runs_dir) -> float | None:
         config = TrainConfig.from_dict({**spec.base, **run.overrides})
         features = list(run.splits.train.columns.drop(dataset.target))
         run_dataset = data.Dataset(run.splits.train, dataset.target, features, dataset.task, dataset.classes, 0)
-        seconds = estimate_duration(config, runs_dir, splits_loaded=(run_dataset, run.splits)).seconds
+        seconds = estimate_duration(config, runs_dir, calibrate=calibrate,
+                                    splits_loaded=(run_dataset, run.splits)).seconds
         if seconds is None:
             return None
         total += seconds
     return total
-
