@@ -350,8 +350,12 @@ class Study:
         return {run.name: run.reconcile().get("state", "waiting") if run.exists() else "waiting"
                 for run in self.runs()}
 
+    def pending(self) -> list[str]:
+        """The runs still to train: all but the completed ones and the failed ones that cannot be resumed."""
+        return [run.name for run in self.runs() if _needs_training(run)]
+
     def finished(self) -> bool:
-        return all(state in ("completed", "failed") for state in self.states().values())
+        return not self.pending()
 
     def created(self) -> float:
         return self.definition().get("created", 0.0)
@@ -380,6 +384,11 @@ class Study:
         with contextlib.suppress(OSError):
             return "\n".join((self.path / _LOG).read_text(errors="replace").splitlines()[-n_lines:])
         return ""
+
+
+def _needs_training(run: Run) -> bool:
+    state = run.reconcile().get("state") if run.exists() else None
+    return state != "completed" and not (state == "failed" and run.resume_problem())
 
 
 def create_study(folder, spec: StudySpec) -> Study:

@@ -31,7 +31,7 @@ def run_study(study: Study, say=print, parallel: int = 1) -> None:
     a run, or of the study, ends the study; a run that fails is reported and the others still train."""
     study.clear_stop()
     names = study.run_names()
-    pending = [name for name in names if _needs_training(study, name)]
+    pending = study.pending()
     for name in names:
         if name not in pending:
             _fit_baselines(study, name, say)
@@ -46,12 +46,6 @@ def run_study(study: Study, say=print, parallel: int = 1) -> None:
         _train_here(study, name)
         if not _after_run(study, name, say):
             return
-
-
-def _needs_training(study: Study, name: str) -> bool:
-    run = study.run(name)
-    state = run.reconcile().get("state") if run.exists() else None
-    return state != "completed" and not (state == "failed" and run.resume_problem())
 
 
 def _train_here(study: Study, name: str) -> None:

@@ -1,0 +1,233 @@
+"""Studies tab: the LIFT paper's experiments on the current table. One factor varies across runs (how many training
+rows, how many wrong labels, the feature names, the training range, or a setting); the engine's launcher trains the
+runs one after another in a process of its own, and a timer shows each run's state and LIFT's curve against the
+baselines' as the study's folder fills."""
+
+from dataclasses import asdict
+
+import gradio as gr
+import pandas as pd
+
+from lift_core.boundary import explorable_features
+from lift_core.config import SETTINGS
+from lift_core.errors import LiftError
+from lift_core.estimate import readable_duration
+from lift_core.launcher import FORCE_AFTER_S
+from lift_core.presets import PRESETS, apply_preset
+from lift_core.runs import ACTIVE_STATES
+from lift_core.studies import (DEFAULT_LEVELS, FACTORS, KINDS, LIFT, NOISE_MODES, NOT_A_FACTOR, Study, StudySpec,
+                               estimate_seconds, levels_text)
+from lift_core.study_results import SCORE_NAMES, drawable, level_maps, results, score_metric, summary
+from lift_core.zerogpu import MAX_SECONDS, gpu_job
+from lift_ui.common import MODEL_JOB, download_copy, error_message, rounded_for_display, with_context
+from lift_ui.context import AppContext
+from lift_ui.figures.studies import level_maps_figure, study_curve
+from lift_ui.tables import make_config
+
+POLL_SECONDS = 2.0
+LOG_LINES = 15
+DEFAULT_KIND = "sample-efficiency"
+STUDY_PRESET = "Quick look"
+# The settings a vary-setting study may vary, as (label, name) choices.
+VARIED_SETTINGS = [(SETTINGS[name].metadata["label"] or name, name) for name in SETTINGS if name not in NOT_A_FACTOR]
+STATE_COLUMNS = ["run", "level", "seed", "state", "LIFT score"]
+FINISHED_RUN_STATES = ("completed", "failed")
+DESCRIPTION = (
+    "The LIFT paper's studies on the current table: runs that differ in one factor, each scored on the same test "
+    "rows beside the classical baselines fitted under the same factor. A study trains the model chosen in the "
+    "Train tab on the Data tab's table, with the Prompt tab's template and the budget preset below; its runs train "
+    "one after another in the background, so you can close this page and come back. Hover over the curve and click "
+    "the camera icon to save it as a PNG; **Download CSV** gives every run's scores.")
+SHARED_SERVER = (
+    "⚠️ Studies train many runs one after another, which this shared server cannot give one visitor. To run one, "
+    "duplicate this Space or run LIFT Studio on your own machine.")
+NO_STUDY = "No study chosen: set one up above and press **Start study**, or pick an earlier one."
+STOP_MESSAGES = {
+    "requested": "Stopping study `{name}`: no further run starts, and the run training now stops after its current "
+                 "step, its adapter saved. **Resume** continues the study.",
+    "waiting": "Study `{name}`'s run is finishing its current step. If it has not stopped {seconds} s after the first "
+               "Stop, press Stop again to kill it (without saving an adapter).",
+    "killed": "Killed study `{name}` and its training run (no adapter saved). **Resume** continues the study.",
+}
+
+
+def level_controls(kind: str) -> tuple[gr.Textbox, gr.Radio, gr.Dropdown]:
+    """A kind's default levels, with what they mean; the noise mode for label noise, the setting for vary-setting."""
+    meaning = FACTORS.get(kind, "values of the setting chosen beside, e.g. 1e-4,1e-3 for the learning rate")
+    return (gr.Textbox(value=levels_text(DEFAULT_LEVELS[kind]), info=f"Separated by commas: {meaning}."),
+            gr.Radio(visible=kind == "label-noise"), gr.Dropdown(visible=kind == "vary-setting"))
+
+
+def study_spec(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table) -> StudySpec:
+    """The study the page describes: the current table, template and model with the preset laid over them."""
+    config = make_config(**table)
+    typed = [level.strip() for level in (levels or "").split(",") if level.strip()]
+    if not typed:
+        raise LiftError("Give the levels of the study, separated by commas.")
+    if seeds is None:
+        raise LiftError("Give the number of seeds, from 1 to 20.")
+    base = {**asdict(config), **apply_preset(preset), "quant": ctx.default_quant}
+    return StudySpec(kind, base, typed, int(seeds), noise_mode, setting if kind == "vary-setting" else "")
+
+
+def estimate(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table) -> str:
+    """The whole study's duration from the duration estimate of each of its runs; a mistake in one line."""
+    try:
+        spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, **table)
+        seconds = estimate_seconds(spec, ctx.runs_dir)
+    except LiftError as error:
+        return error_message(error)
+    runs = f"{len(spec.levels) * spec.seeds} runs, one after another"
+    if seconds is None:
+        return (f"Estimated total: unknown ({runs}): no run of `{spec.base['model']}` has been timed on this "
+                "machine yet. The Train tab's **Estimate duration** times it once.")
+    return f"Estimated total: about {readable_duration(seconds)} ({runs}, from the duration estimate of each)."
+
+
+def chosen_study(ctx: AppContext, name) -> Study:
+    """The study a page names; none on a shared server, whose visitors can neither run a study nor act on one."""
+    if ctx.multi_user:
+        raise LiftError(SHARED_SERVER.removeprefix("⚠️ "))
+    return ctx.launcher.find_study(name)
+
+
+def listed_studies(ctx: AppContext, current) -> gr.Dropdown:
+    """The studies of this server, newest first, keeping the current choice, else the one training, else the
+    newest."""
+    names = [] if ctx.multi_user else [study.name for study in ctx.launcher.studies()]
+    active = None if ctx.multi_user else ctx.launcher.active_study()
+    chosen = current if current in names else active.name if active else next(iter(names), None)
+    return gr.Dropdown(choices=names, value=chosen)
+
+
+def start(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table):
+    """Creates the study and launches its process; the page then follows it."""
+    try:
+        spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, **table)
+        study = ctx.launcher.start_study(spec)
+    except LiftError as error:
+        return gr.skip(), error_message(error), gr.skip()
+    runs = len(study.run_names())
+    return (listed_studies(ctx, study.name), f"Started study `{study.name}`: {runs} runs, one after another.",
+            gr.Timer(active=True))
+
+
+def stop(ctx: AppContext, name) -> str:
+    try:
+        study = chosen_study(ctx, name)
+        outcome = ctx.launcher.stop_study(study)
+    except LiftError as error:
+        return error_message(error)
+    if outcome != "idle":
+        return STOP_MESSAGES[outcome].format(name=study.name, seconds=FORCE_AFTER_S)
+    if study.finished():
+        return f"Study `{study.name}` has finished: there is nothing to stop."
+    return f"Study `{study.name}` is not running: there is nothing to stop. **Resume** continues it."
+
+
+def resume(ctx: AppContext, name):
+    try:
+        study = chosen_study(ctx, name)
+        ctx.launcher.resume_study(study)
+    except LiftError as error:
+        return error_message(error), gr.skip()
+    return (f"Resumed study `{study.name}`: its unfinished runs train one after another; the finished ones are "
+            "kept.", gr.Timer(active=True))
+
+
+def runs_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its level, seed, state and LIFT's test score."""
+    lift = scores[scores["method"] == LIFT].rename(columns={"score": "LIFT score"})
+    return rounded_for_display(lift[STATE_COLUMNS].astype({"LIFT score": float}))
+
+
+def numeric_levels(study: Study) -> bool:
+    """Whether the study's levels lie on a number line (shares, a number setting) rather than being names."""
+    levels = study.spec().levels
+    return all(isinstance(level, (int, float)) and not isinstance(level, bool) for level in levels)
+
+
+def study_curve_of(study: Study, scores: pd.DataFrame):
+    return study_curve(summary(scores), study.spec().factor(), SCORE_NAMES[score_metric(study)],
+                       numeric_levels(study))
+
+
+def study_line(study: Study, states: dict[str, str], active: bool) -> str:
+    """What the study is doing, how far it is, and why a run failed."""
+    spec = study.spec()
+    done = sum(state in FINISHED_RUN_STATES for state in states.values())
+    head = (f"**{study.name}**: {spec.kind}, {len(spec.levels)} levels × {spec.seeds} seed(s); {done} of "
+            f"{len(states)} runs finished")
+    training = next((name for name, state in states.items() if state in ACTIVE_STATES), None)
+    if active:
+        doing = f"training `{training}`" if training else "fitting baselines or starting the next run"
+        line = f"⏳ {head}; {'stopping' if study.stop_requested() else doing}…"
+    elif done == len(states):
+        line = f"✅ {head}: every run has its result."
+    elif study.stop_requested():
+        line = f"⏹️ {head}. Stopped on request: **Resume** continues it, keeping the finished runs."
+    else:
+        line = f"⏸️ {head}. Its process ended before the last run: **Resume** continues it."
+    failures = [f"❌ Run `{name}` failed: {study.run(name).status().get('error') or 'no error recorded'}"
+                for name, state in states.items() if state == "failed"]
+    return "\n\n".join([line, *failures])
+
+
+def status(ctx: AppContext, name):
+    """The chosen study's runs, curve, state line and log; the poll goes on while its process lives. Then Start,
+    Stop, Resume and the boundaries button as the study allows."""
+    try:
+        study = chosen_study(ctx, name) if name else None
+    except LiftError as error:
+        study, note = None, error_message(error)
+    if study is None:
+        note = note if name else NO_STUDY
+        return (pd.DataFrame(columns=STATE_COLUMNS), None, note, "", gr.Timer(active=False),
+                *study_buttons(ctx, None, False))
+    active = ctx.launcher.active_study()
+    active = active is not None and active.path == study.path
+    scores, states = results(study), study.states()
+    return (runs_table(scores), study_curve_of(study, scores), study_line(study, states, active),
+            study.log_tail(LOG_LINES), gr.Timer(active=active), *study_buttons(ctx, study, active))
+
+
+def study_buttons(ctx: AppContext, study: Study | None, active: bool) -> tuple:
+    """Start (never on a shared server, nor while the study trains), Stop (in red) while it trains, Resume for a
+    study that has not finished, and Draw for one whose runs can be drawn."""
+    resumable = study is not None and not active and not study.finished()
+    return (gr.Button(interactive=not ctx.multi_user and not active),
+            gr.Button(interactive=active, variant="stop" if active else "secondary"),
+            gr.Button(interactive=resumable), gr.Button(visible=study is not None and drawable(study)))
+
+
+def draw_maps(ctx: AppContext, name, progress=gr.Progress()):
+    """The decision boundaries of each level's first-seed run, side by side, the figure growing as each level's map
+    arrives (a map drawn before comes back without the model)."""
+    try:
+        study = chosen_study(ctx, name)
+        if not drawable(study):
+            raise LiftError("Decision boundaries need two numeric features (or one numeric feature for a "
+                            "regression); this study's table has other features.")
+        total, panels = len(study.spec().levels), []
+        progress(0, desc="Loading the model of the first level")
+        for level, run, grid in level_maps(study):
+            info = run.dataset_info()
+            panels.append((levels_text([level]), grid, run.split("train")))
+            progress(len(panels) / total, desc=f"Drew {len(panels)} of {total} levels")
+            figure = level_maps_figure(panels, explorable_features(run), info.target, info.classes,
+                                       study.spec().factor())
+            yield figure, f"Drew {len(panels)} of {total} levels (each level's run with the first seed)."
+        if not panels:
+            raise LiftError("No run of the study's first seed has finished yet: draw the boundaries once one has.")
+    except LiftError as error:
+        yield gr.skip(), error_message(error)
+
+
+def download_csv(ctx: AppContext, name):
+    """Every run's and baseline's test score, with every digit."""
+    try:
+        study = chosen_study(ctx, name)
+        return download_copy(results(study), f"{study.name}.csv"), ""
+    except LiftError as error:
+        return None, error_message(error)
+
