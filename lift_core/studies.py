@@ -218,9 +218,8 @@ def held_out_range(values: pd.Series, share: float) -> tuple[float, float]:
     return low + share * width, high - share * width
 
 
-def wide_range(values: pd.Series) -> tuple[float, float]:
+def wide_range(low: float, high: float) -> tuple[float, float]:
     """Where an extrapolation is drawn, as in the paper: (lb − (ub − lb)/2, ub + (ub − lb)/2)."""
-    low, high = float(values.min()), float(values.max())
     return low - (high - low) / 2, high + (high - low) / 2
 
 
@@ -414,8 +413,16 @@ def create_study(folder, spec: StudySpec) -> Study:
                for role, field_name in (("val", "val_data"), ("test", "test_data"))}}}
     # Written last: a folder without its definition is a study that was never made.
     write_json_atomically(study.path / _DEFINITION, {"spec": asdict(spec), "runs": runs, "created": time.time(),
-                                                     "task": dataset.task, "features": dataset.features})
+                                                     "task": dataset.task, "features": dataset.features,
+                                                     "ranges": _numeric_ranges(dataset)})
     return study
+
+
+def _numeric_ranges(dataset: data.Dataset) -> dict[str, list[float]]:
+    """Each numeric feature's range over all the study's rows: where its maps are drawn."""
+    frame = dataset.frame
+    return {name: [float(frame[name].min()), float(frame[name].max())] for name in dataset.features
+            if pd.api.types.is_numeric_dtype(frame[name])}
 
 
 def _check_runs(spec: StudySpec, dataset: data.Dataset, planned: list[PlannedRun]) -> None:

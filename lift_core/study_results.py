@@ -88,7 +88,6 @@ def level_maps(study: Study, resolution: int = MAP_RESOLUTION) -> Iterator[tuple
     plane, or a 1-D regression's predictions over the paper's wider range (wide_range of the study's rows). Each map
     is saved in its run, so the small multiples come back without the model."""
     definition = study.definition()
-    every_row = pd.concat([pd.read_csv(study.path / path) for path in _shared_tables(study)])
     for name in study.run_names():
         planned, run = study.planned(name), study.run(name)
         if planned["seed"] != study.spec().base_config().seed or not run.has_adapter():
@@ -97,15 +96,10 @@ def level_maps(study: Study, resolution: int = MAP_RESOLUTION) -> Iterator[tuple
             continue
         margin = DEFAULT_MARGIN[len(definition["features"])]
         if len(definition["features"]) == 1:
-            margin = _margin_to_cover(run.split("train")[definition["features"][0]],
-                                      wide_range(every_row[definition["features"][0]]))
+            feature = definition["features"][0]
+            margin = _margin_to_cover(run.split("train")[feature], wide_range(*definition["ranges"][feature]))
         *_, grid = boundary_levels(run, resolution=resolution, margin=margin)
         yield planned["level"], run, grid
-
-
-def _shared_tables(study: Study) -> list[str]:
-    first = study.planned(study.run_names()[0])["tables"]
-    return [first["test_data"], first["data"]]
 
 
 def _margin_to_cover(values: pd.Series, covered: tuple[float, float]) -> float:

@@ -11,7 +11,7 @@ from lift_core.launcher import TrainingLauncher
 from lift_ui import header, visitors
 from lift_ui.context import AppContext
 from lift_ui.tables import NO_TABLE_LINE, active_table_line
-from lift_ui.tabs import data_tab, evaluate_tab, explore_tab, prompt_tab, runs_tab, train_tab
+from lift_ui.tabs import data_tab, evaluate_tab, explore_tab, prompt_tab, runs_tab, studies_tab, train_tab
 
 
 # How often a multi-user server deletes visitors' runs past their age, and starts a waiting run whose turn came
@@ -47,6 +47,8 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
     )
     if limits is not None:
         context.launcher.sweep_every(SWEEP_INTERVAL_S)
+    else:  # a study the server left half-finished when it stopped goes on
+        context.launcher.continue_studies()
     with gr.Blocks(title=header.TITLE, delete_cache=delete_cache) as app:
         training_time = header.build(context)
         if notice:
@@ -63,7 +65,7 @@ def build_app(runs_dir="runs", default_model: str = models.DEFAULT_MODEL, defaul
             allow_custom_value=not allowed_models,
             label="Model (from the list, a hub id or a local folder)", render=False,
         )
-        for tab in (data_tab, prompt_tab, train_tab, evaluate_tab, explore_tab, runs_tab):
+        for tab in (data_tab, prompt_tab, train_tab, evaluate_tab, explore_tab, studies_tab, runs_tab):
             tab.build(context)
         header.wire(context, training_time)
         choice = [context.data_path, context.target, context.features, context.task]

@@ -4,6 +4,7 @@ runs one after another in a process of its own, and a timer shows each run's sta
 baselines' as the study's folder fills."""
 
 from dataclasses import asdict
+from typing import NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -32,6 +33,7 @@ STUDY_PRESET = "Quick look"
 VARIED_SETTINGS = [(SETTINGS[name].metadata["label"] or name, name) for name in SETTINGS if name not in NOT_A_FACTOR]
 STATE_COLUMNS = ["run", "level", "seed", "state", "LIFT score"]
 FINISHED_RUN_STATES = ("completed", "failed")
+VARIED_LEVELS = "values of the setting chosen beside, e.g. 1e-4,1e-3 for the learning rate"
 DESCRIPTION = (
     "The LIFT paper's studies on the current table: runs that differ in one factor, each scored on the same test "
     "rows beside the classical baselines fitted under the same factor. A study trains the model chosen in the "
@@ -53,8 +55,7 @@ STOP_MESSAGES = {
 
 def level_controls(kind: str) -> tuple[gr.Textbox, gr.Radio, gr.Dropdown]:
     """A kind's default levels, with what they mean; the noise mode for label noise, the setting for vary-setting."""
-    meaning = FACTORS.get(kind, "values of the setting chosen beside, e.g. 1e-4,1e-3 for the learning rate")
-    return (gr.Textbox(value=levels_text(DEFAULT_LEVELS[kind]), info=f"Separated by commas: {meaning}."),
+    return (gr.Textbox(value=levels_text(DEFAULT_LEVELS[kind]), info=levels_info(kind)),
             gr.Radio(visible=kind == "label-noise"), gr.Dropdown(visible=kind == "vary-setting"))
 
 
@@ -176,19 +177,23 @@ def study_line(study: Study, states: dict[str, str], active: bool) -> str:
 def status(ctx: AppContext, name):
     """The chosen study's runs, curve, state line and log; the poll goes on while its process lives. Then Start,
     Stop, Resume and the boundaries button as the study allows."""
+    if not name:
+        return nothing_shown(ctx, NO_STUDY)
     try:
-        study = chosen_study(ctx, name) if name else None
+        study = chosen_study(ctx, name)
     except LiftError as error:
-        study, note = None, error_message(error)
-    if study is None:
-        note = note if name else NO_STUDY
-        return (pd.DataFrame(columns=STATE_COLUMNS), None, note, "", gr.Timer(active=False),
-                *study_buttons(ctx, None, False))
+        return nothing_shown(ctx, error_message(error))
     active = ctx.launcher.active_study()
     active = active is not None and active.path == study.path
     scores, states = results(study), study.states()
     return (runs_table(scores), study_curve_of(study, scores), study_line(study, states, active),
             study.log_tail(LOG_LINES), gr.Timer(active=active), *study_buttons(ctx, study, active))
+
+
+def nothing_shown(ctx: AppContext, note: str) -> tuple:
+    """status's outputs without a study: `note` says why."""
+    return (pd.DataFrame(columns=STATE_COLUMNS), None, note, "", gr.Timer(active=False),
+            *study_buttons(ctx, None, False))
 
 
 def study_buttons(ctx: AppContext, study: Study | None, active: bool) -> tuple:
@@ -231,3 +236,132 @@ def download_csv(ctx: AppContext, name):
     except LiftError as error:
         return None, error_message(error)
 
+
+
+def levels_info(kind: str) -> str:
+    return f"Separated by commas: {FACTORS.get(kind, VARIED_LEVELS)}."
+
+
+def study_controls() -> dict:
+    """The study's own choices, keyed by study_spec's parameters."""
+    with gr.Row():
+        kind = gr.Radio(list(KINDS), value=DEFAULT_KIND, label="Study", scale=3)
+        preset = gr.Radio(list(PRESETS), value=STUDY_PRESET, label="Budget preset", scale=2,
+                          info="The training settings of every run (the Train tab describes each preset).")
+    with gr.Row():
+        levels = gr.Textbox(levels_text(DEFAULT_LEVELS[DEFAULT_KIND]), label="Levels", info=levels_info(DEFAULT_KIND),
+                            scale=3)
+        noise_mode = gr.Radio(list(NOISE_MODES), value=NOISE_MODES[0], label="Label noise", visible=False, scale=2,
+                              info="random: to another class, drawn uniformly; systematic: each class to the next.")
+        setting = gr.Dropdown(VARIED_SETTINGS, value=None, label="Setting to vary", visible=False, scale=2)
+        seeds = gr.Number(1, label="Seeds", precision=0, minimum=1, maximum=20, scale=1,
+                          info="Each level is trained this many times; the curve's band is their spread.")
+    return {"kind": kind, "levels": levels, "noise_mode": noise_mode, "setting": setting, "seeds": seeds,
+            "preset": preset}
+
+
+class StudyView(NamedTuple):
+    picker: gr.Dropdown
+    refresh: gr.Button
+    line: gr.Markdown
+    curve: gr.Plot
+    runs: gr.Dataframe
+    log: gr.Textbox
+    draw: gr.Button
+    maps_note: gr.Markdown
+    maps: gr.Plot
+    csv_button: gr.Button
+    csv_file: gr.File
+
+
+def study_view() -> StudyView:
+    """The chosen study: its state, curve, runs and log, then its boundaries per level and its CSV."""
+    with gr.Row(equal_height=True):
+        # Studies started after the page loaded are valid too, hence custom values; the launcher checks the name.
+        picker = gr.Dropdown([], label="Study", allow_custom_value=True, scale=4)
+        refresh = gr.Button("↻ Refresh studies", scale=0, min_width=160)
+    line = gr.Markdown(NO_STUDY)
+    with gr.Row():
+        curve = gr.Plot(label="Test score against the factor", scale=3)
+        runs = gr.Dataframe(pd.DataFrame(columns=STATE_COLUMNS), label="Runs", interactive=False, scale=2)
+    with gr.Accordion("Study log (last lines)", open=False):
+        log = gr.Textbox(show_label=False, lines=LOG_LINES, max_lines=2 * LOG_LINES, interactive=False,
+                         autoscroll=True)
+    with gr.Row():
+        draw = gr.Button("Draw the boundaries", visible=False)
+        csv_button = gr.Button("Download CSV")
+    csv_file = gr.File(label="Scores of every run (CSV)", interactive=False, visible=False)
+    maps_note = gr.Markdown()
+    maps = gr.Plot(label="Decision boundaries per level")
+    return StudyView(picker, refresh, line, curve, runs, log, draw, maps_note, maps, csv_button, csv_file)
+
+
+def connect_setup(ctx: AppContext, tab: gr.Tab, fields: dict, estimate_line: gr.Markdown) -> dict:
+    """The kind's levels, and the estimate of the study the page describes; returns the inputs every study
+    handler takes (the study's fields and the shared table, template and model)."""
+    inputs = {**fields, "data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
+              "template": ctx.template, "template_text": ctx.template_text, "decimals": ctx.decimals,
+              "model": ctx.model}
+    estimating = {"fn": with_context(estimate, ctx), "inputs_kwargs": inputs, "outputs": estimate_line,
+                  "show_progress": "hidden"}
+    kind_chosen = fields["kind"].change(level_controls, fields["kind"],
+                                        [fields["levels"], fields["noise_mode"], fields["setting"]],
+                                        api_visibility="private")
+    kind_chosen.then(**estimating, api_visibility="private")
+    # Not on every keystroke in the levels: the estimate reads the table and counts each run's tokens.
+    triggers = [tab.select, fields["levels"].blur, fields["levels"].submit, fields["noise_mode"].change,
+                fields["setting"].change, fields["seeds"].change, fields["preset"].change]
+    gr.on(triggers, **estimating, api_name="study_estimate", trigger_mode="always_last")
+    return inputs
+
+
+def connect_study(ctx: AppContext, tab: gr.Tab, view: StudyView, buttons: tuple, message: gr.Markdown,
+                  timer: gr.Timer, inputs: dict) -> None:
+    """Start, Stop and Resume, the list of studies, and the poll of the chosen one."""
+    start_button, stop_button, resume_button = buttons
+    showing = {"fn": with_context(status, ctx), "inputs": view.picker, "show_progress": "hidden",
+               "outputs": [view.runs, view.curve, view.line, view.log, timer, *buttons, view.draw]}
+    gr.on([timer.tick, view.picker.change], **showing, api_name="study_status")
+    listed = gr.on([tab.select, view.refresh.click], with_context(listed_studies, ctx), view.picker, view.picker,
+                   api_name="studies", show_progress="hidden")
+    started = start_button.click(with_context(start, ctx), inputs_kwargs=inputs,
+                                 outputs=[view.picker, message, timer], api_name="start_study")
+    stopped = stop_button.click(with_context(stop, ctx), view.picker, message, api_name="stop_study")
+    resumed = resume_button.click(with_context(resume, ctx), view.picker, [message, timer], api_name="resume_study")
+    for event in (listed, started, stopped, resumed):  # the buttons and the poll follow at once
+        event.then(**showing, api_visibility="private")
+    # Another study's maps and CSV are not this one's.
+    view.picker.change(lambda: (None, "", gr.File(value=None, visible=False)), None,
+                       [view.maps, view.maps_note, view.csv_file], api_visibility="private", show_progress="hidden")
+
+
+def connect_results(ctx: AppContext, view: StudyView, message: gr.Markdown) -> None:
+    """The boundaries per level (a model job, one at a time on the server, as Explore's) and the CSV."""
+    # Where no study trains (ZeroGPU), one made elsewhere can still be drawn: its several maps ask for the most
+    # one call may.
+    drawn = gpu_job(lambda *_: MAX_SECONDS)(with_context(draw_maps, ctx))
+    view.draw.click(drawn, view.picker, [view.maps, view.maps_note], api_name="study_maps", **MODEL_JOB)
+    # The download box takes room only once it holds a file.
+    view.csv_button.click(with_context(download_csv, ctx), view.picker, [view.csv_file, message],
+                          api_name="study_csv").then(lambda path: gr.File(visible=bool(path)), view.csv_file,
+                                                     view.csv_file, api_visibility="private")
+
+
+def build(ctx: AppContext) -> None:
+    with gr.Tab("Studies") as tab:
+        gr.Markdown(DESCRIPTION)
+        if ctx.multi_user:
+            gr.Markdown(SHARED_SERVER)
+        fields = study_controls()
+        estimate_line = gr.Markdown()
+        with gr.Row():
+            start_button = gr.Button("Start study", variant="primary", interactive=not ctx.multi_user)
+            # Enabled (Stop in red) as the chosen study allows; the poll switches them as it goes.
+            stop_button = gr.Button("Stop", interactive=False)
+            resume_button = gr.Button("Resume", interactive=False)
+        message = gr.Markdown()
+        view = study_view()
+        timer = gr.Timer(POLL_SECONDS, active=False)  # ticks while the chosen study's process lives
+        inputs = connect_setup(ctx, tab, fields, estimate_line)
+        connect_study(ctx, tab, view, (start_button, stop_button, resume_button), message, timer, inputs)
+        connect_results(ctx, view, message)
