@@ -136,8 +136,9 @@ def cmd_study(args) -> None:
     from lift_core.study_runner import default_parallel, run_study
 
     if args.resume:
-        if args.kind or _given_settings(args):
-            raise LiftError("study --resume continues a study with its own definition: give only its folder.")
+        if _given_study_options(args) or _given_settings(args):
+            raise LiftError("study --resume continues a study with its own definition: give only its folder "
+                            "(and --parallel).")
         study = studies.Study(args.resume)
         study.definition()  # a folder without a study is refused here
         running = study.process()
@@ -164,8 +165,17 @@ def _study_spec(args):
                         f"--{LEVEL_FLAGS[args.kind]}.")
     levels = split_list(getattr(args, LEVEL_FLAGS[args.kind]) or "")
     config = _train_config(args, apply_preset(args.preset) if args.preset else None)
-    return StudySpec(kind=args.kind, base=asdict(config), levels=levels, seeds=args.seeds, noise_mode=args.mode,
-                     setting=args.setting or "")
+    given = {"seeds": args.seeds, "noise_mode": args.mode, "setting": args.setting}
+    return StudySpec(kind=args.kind, base=asdict(config), levels=levels,
+                     **{name: value for name, value in given.items() if value is not None})
+
+
+def _given_study_options(args) -> list[str]:
+    """The options of `study` that define one (all but --parallel), given on the command line."""
+    from lift_core.studies import LEVEL_FLAGS
+
+    options = ("kind", "mode", "setting", "seeds", "preset", *LEVEL_FLAGS.values())
+    return [name for name in options if getattr(args, name) is not None]
 
 
 def _given_settings(args) -> list[str]:
@@ -314,12 +324,12 @@ def _add_study_command(commands) -> None:
         meaning = FACTORS.get(kind, "values of --setting, e.g. 1e-4,1e-3")
         study.add_argument(f"--{flag}", help=f"{kind}: the levels, comma-separated: {meaning}"
                                              + (f" (default: {default})" if default else ""))
-    study.add_argument("--mode", choices=NOISE_MODES, default="random",
+    study.add_argument("--mode", choices=NOISE_MODES,
                        help="label-noise: a corrupted label becomes another class drawn uniformly (random), or "
                             "class k becomes class k+1 (systematic) (default: random)")
     study.add_argument("--setting", help="vary-setting: the training setting that varies (a `train` flag's name, "
                                          "e.g. lr, lora_r, template, model)")
-    study.add_argument("--seeds", type=int, default=1, help="runs per level, with seeds --seed, --seed + 1, ... "
+    study.add_argument("--seeds", type=int, help="runs per level, with seeds --seed, --seed + 1, ... "
                                                             "(default: 1)")
     study.add_argument("--preset", choices=list(PRESETS), help="a preset's settings under the flags given")
     study.add_argument("--parallel", type=int, help="runs trained at once, each in a training process of its own "

@@ -55,7 +55,8 @@ LEVEL_FLAGS = {"sample-efficiency": "fractions", "label-noise": "noise", "featur
 MIN_TRAIN_ROWS = 10  # the paper's sample-efficiency runs keep at least this many rows, and two classes
 MAX_DRAWS = 200  # resampling tries before a sample that meets the guards is declared impossible
 # Settings that are the data itself or would change what a run is compared on: never a study's varying setting.
-NOT_A_FACTOR = ("data", "target", "features", "task", "test_data", "val_data", "test_size", "val_size",
+# The seed is the --seeds factor of every study.
+NOT_A_FACTOR = ("data", "target", "features", "task", "test_data", "val_data", "test_size", "val_size", "seed",
                 "num_processes", "trust_remote_code", "logging_steps", "save_steps")
 # Scored on the curve: the baselines report the same metric.
 SCORES = {"classification": "accuracy", "regression": "rae"}
@@ -112,8 +113,12 @@ class StudySpec:
     def _checked_levels(self) -> list:
         if not self.levels:
             raise LiftError(f"Give the levels of the study (--{LEVEL_FLAGS[self.kind]}), separated by commas.")
-        if len(set(map(str, self.levels))) != len(self.levels):
+        levels = self._parsed_levels()
+        if len(set(map(repr, levels))) != len(levels):
             raise LiftError("Each level of a study must be different; a level is listed twice.")
+        return levels
+
+    def _parsed_levels(self) -> list:
         if self.kind == "feature-names":
             unknown = [level for level in self.levels if level not in NAME_LEVELS]
             if unknown:
@@ -287,6 +292,9 @@ def _rows_of(spec: StudySpec, dataset: data.Dataset, shared: data.Splits, level,
         if len(inside[0]) < MIN_TRAIN_ROWS:
             raise LiftError(f"Holding out {level:g} of the range at each end leaves {len(inside[0])} training rows; "
                             f"at least {MIN_TRAIN_ROWS} are needed. Use a smaller share.")
+        if inside[1].empty and not shared.val.empty:
+            raise LiftError(f"Holding out {level:g} of the range at each end leaves no validation row inside it. "
+                            "Use a smaller share, or a larger validation fraction.")
         return data.Splits(inside[0], inside[1], shared.test), {}, ("val",)
     return shared, {spec.setting: level}, ()
 
@@ -410,7 +418,8 @@ def create_study(folder, spec: StudySpec) -> Study:
         runs[run.name] = {"level": run.level, "seed": run.seed, "overrides": run.overrides, "tables": {
             "data": f"{_TABLES}/{run.name}-train.csv",
             **{field_name: f"{_TABLES}/{run.name}-{role}.csv" if role in run.own else f"{_TABLES}/{role}.csv"
-               for role, field_name in (("val", "val_data"), ("test", "test_data"))}}}
+               for role, field_name in (("val", "val_data"), ("test", "test_data"))
+               if not getattr(run.splits, role).empty}}}
     # Written last: a folder without its definition is a study that was never made.
     write_json_atomically(study.path / _DEFINITION, {"spec": asdict(spec), "runs": runs, "created": time.time(),
                                                      "task": dataset.task, "features": dataset.features,
