@@ -33,7 +33,10 @@ FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
 # take turns too, not only this server's threads.
 LAUNCH_LOCK_FILE = ".launch.lock"
 EXIT_GRACE_S = 10  # how long a launch waits for a finished run's process to exit
-CANCELLED = "Cancelled before it started."  # the error of a waiting run its owner stopped
+CANCELLED = "Cancelled before it started."
+STUDIES_ON_A_SHARED_SERVER = (
+    "Studies train many runs one after another, which this shared server cannot give one visitor. To run one, "
+    "duplicate this Space or run LIFT Studio on your own machine.")  # the error of a waiting run its owner stopped
 
 
 class TrainingLauncher:
@@ -220,6 +223,7 @@ class TrainingLauncher:
     def stop_study(self, study: Study) -> str:
         """No further run of the study starts, and its training run is asked to stop (then forced, as Stop
         does); "requested", "waiting", "killed", or "idle" for a study whose process has ended."""
+        self._refuse_studies_if_shared()
         study.request_stop()
         if not identity_alive(study.process()):
             return "idle"
@@ -245,12 +249,14 @@ class TrainingLauncher:
 
     def _check_study_here(self, spec: StudySpec) -> None:
         _check_training_here()
-        if self.limits is not None:
-            raise LiftError("Studies train many runs one after another, which a shared server cannot give one "
-                            "visitor; duplicate this Space or run LIFT Studio on your own hardware to run one.")
+        self._refuse_studies_if_shared()
         models = [spec.base.get("model")] + (spec.levels if spec.setting == "model" else [])
         for model in models:
             self.check_model(model)
+
+    def _refuse_studies_if_shared(self) -> None:
+        if self.limits is not None:
+            raise LiftError(STUDIES_ON_A_SHARED_SERVER)
 
     def _new_study_path(self, spec: StudySpec) -> Path:
         folder = studies_dir(self.runs_dir)

@@ -152,3 +152,15 @@ def regression_band_figure(grid: pd.DataFrame, feature: str, train: pd.DataFrame
     figure.update_layout(title=title, xaxis_title=feature, yaxis_title=target,
                          legend={"orientation": "h", "y": -0.15})
     return figure
+
+
+def prediction_figure(grid: pd.DataFrame, features: list[str], train: pd.DataFrame, target: str,
+                      classes: list[str] | None, title: str, value_range: tuple[float, float] | None = None):
+    """The predictions over a grid: a class map (with `classes`), a regression surface (on `value_range`, else the
+    grid's own), or a 1-D regression's line with its band."""
+    if len(features) == 1:
+        return regression_band_figure(grid, features[0], train, target, title)
+    if classes:
+        return class_boundary_figure(grid, features, classes, train, target, title)
+    return value_map_figure(grid, features, "y_pred", train, target, None, title, value_range=value_range,
+                            value_label=f"predicted {target}")

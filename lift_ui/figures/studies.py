@@ -9,8 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lift_core.studies import LIFT
-from lift_ui.figures.explore import (EXTRAPOLATION_FILL, class_boundary_figure, regression_band_figure,
-                                     value_map_figure)
+from lift_ui.figures.explore import EXTRAPOLATION_FILL, prediction_figure
 
 LIFT_COLOR = "rgb(31, 119, 180)"
 LIFT_BAND = "rgba(31, 119, 180, 0.2)"
@@ -67,11 +66,12 @@ def level_maps_figure(maps: list[tuple[str, pd.DataFrame, pd.DataFrame]], featur
     value_range = _shared_range([grid for _, grid, _ in maps]) if len(features) == 2 and not classes else None
     for position, (_, grid, train) in enumerate(maps):
         row, column = divmod(position, MAP_COLUMNS)
-        panel = _panel(grid, train, features, target, classes, value_range)
+        panel = prediction_figure(grid, features, train, target, classes, "", value_range)
         for trace in panel.data:
-            trace.update(legendgroup=trace.name, showlegend=position == 0 and trace.showlegend is not False)
-            if isinstance(trace, go.Heatmap):
+            if isinstance(trace, go.Heatmap):  # shown by its colour bar, not in the legend
                 trace.update(showscale=position == 0)
+            else:
+                trace.update(legendgroup=trace.name, showlegend=position == 0 and trace.showlegend is not False)
             figure.add_trace(trace, row=row + 1, col=column + 1)
         for shape in panel.layout.shapes:  # a 1-D regression's range beyond its training rows
             figure.add_vrect(x0=shape.x0, x1=shape.x1, fillcolor=EXTRAPOLATION_FILL, line_width=0, layer="below",
@@ -79,19 +79,8 @@ def level_maps_figure(maps: list[tuple[str, pd.DataFrame, pd.DataFrame]], featur
     figure.update_xaxes(title_text=features[0], row=rows)
     figure.update_yaxes(title_text=features[1] if len(features) == 2 else target, col=1)
     figure.update_layout(title=f"Decision boundaries per level: {factor}", height=MAP_ROW_HEIGHT * rows + 120,
-                         legend={"orientation": "h", "y": -0.08})
+                         legend={"orientation": "h", "y": -0.1, "yanchor": "top"}, margin={"b": 100})
     return figure
-
-
-def _panel(grid: pd.DataFrame, train: pd.DataFrame, features: list[str], target: str, classes: list[str] | None,
-           value_range: tuple[float, float] | None) -> go.Figure:
-    """One level's map as Explore draws it, whose traces the small multiple takes over."""
-    if len(features) == 1:
-        return regression_band_figure(grid, features[0], train, target, "")
-    if classes:
-        return class_boundary_figure(grid, features, classes, train, target, "")
-    return value_map_figure(grid, features, "y_pred", train, target, None, "", value_range=value_range,
-                            value_label=f"predicted {target}")
 
 
 def _shared_range(grids: list[pd.DataFrame]) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from lift_core.runs import Run
 from lift_core.zerogpu import map_seconds
 from lift_ui.common import MODEL_JOB, engine_progress, error_message, gpu_handler, run_tab_header, with_context
 from lift_ui.context import AppContext
-from lift_ui.figures.explore import class_boundary_figure, regression_band_figure, value_map_figure
+from lift_ui.figures.explore import prediction_figure, regression_band_figure, value_map_figure
 
 # A map's levels are drawn as they land, but none sooner than this after the picture before, except the last: the
 # small trailing levels of a map come in quick succession and would only flood the page.
@@ -35,13 +35,8 @@ class Picture(NamedTuple):
 
 def grid_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str):
     """The predictions over the grid: a class map, a regression surface, or a 1-D regression line."""
-    info, train = run.dataset_info(), run.split("train")
-    if len(features) == 1:
-        return regression_band_figure(grid, features[0], train, info.target, title)
-    if info.task == "classification":
-        return class_boundary_figure(grid, features, info.classes, train, info.target, title)
-    return value_map_figure(grid, features, "y_pred", train, info.target, None, title,
-                            value_label=f"predicted {info.target}")
+    info = run.dataset_info()
+    return prediction_figure(grid, features, run.split("train"), info.target, info.classes, title)
 
 
 def spread_figure(run: Run, grid: pd.DataFrame, features: list[str], title: str, sampled: bool):

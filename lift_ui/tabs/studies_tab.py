@@ -10,14 +10,14 @@ import gradio as gr
 import pandas as pd
 
 from lift_core.boundary import explorable_features
-from lift_core.config import SETTINGS
+from lift_core.config import SETTINGS, split_list
 from lift_core.errors import LiftError
 from lift_core.estimate import readable_duration
-from lift_core.launcher import FORCE_AFTER_S
+from lift_core.launcher import FORCE_AFTER_S, STUDIES_ON_A_SHARED_SERVER
 from lift_core.presets import PRESETS, apply_preset
 from lift_core.runs import ACTIVE_STATES
 from lift_core.studies import (DEFAULT_LEVELS, FACTORS, KINDS, LIFT, NOISE_MODES, NOT_A_FACTOR, Study, StudySpec,
-                               estimate_seconds, levels_text)
+                               levels_text)
 from lift_core.study_results import SCORE_NAMES, drawable, level_maps, results, score_metric, summary
 from lift_core.zerogpu import MAX_SECONDS, gpu_job
 from lift_ui.common import MODEL_JOB, download_copy, error_message, rounded_for_display, with_context
@@ -32,7 +32,6 @@ STUDY_PRESET = "Quick look"
 # The settings a vary-setting study may vary, as (label, name) choices.
 VARIED_SETTINGS = [(SETTINGS[name].metadata["label"] or name, name) for name in SETTINGS if name not in NOT_A_FACTOR]
 STATE_COLUMNS = ["run", "level", "seed", "state", "LIFT score"]
-FINISHED_RUN_STATES = ("completed", "failed")
 VARIED_LEVELS = "values of the setting chosen beside, e.g. 1e-4,1e-3 for the learning rate"
 DESCRIPTION = (
     "The LIFT paper's studies on the current table: runs that differ in one factor, each scored on the same test "
@@ -40,9 +39,6 @@ DESCRIPTION = (
     "Train tab on the Data tab's table, with the Prompt tab's template and the budget preset below; its runs train "
     "one after another in the background, so you can close this page and come back. Hover over the curve and click "
     "the camera icon to save it as a PNG; **Download CSV** gives every run's scores.")
-SHARED_SERVER = (
-    "⚠️ Studies train many runs one after another, which this shared server cannot give one visitor. To run one, "
-    "duplicate this Space or run LIFT Studio on your own machine.")
 NO_STUDY = "No study chosen: set one up above and press **Start study**, or pick an earlier one."
 STOP_MESSAGES = {
     "requested": "Stopping study `{name}`: no further run starts, and the run training now stops after its current "
@@ -62,7 +58,7 @@ def level_controls(kind: str) -> tuple[gr.Textbox, gr.Radio, gr.Dropdown]:
 def study_spec(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table) -> StudySpec:
     """The study the page describes: the current table, template and model with the preset laid over them."""
     config = make_config(**table)
-    typed = [level.strip() for level in (levels or "").split(",") if level.strip()]
+    typed = split_list(levels or "")
     if not typed:
         raise LiftError("Give the levels of the study, separated by commas.")
     if seeds is None:
@@ -71,24 +67,30 @@ def study_spec(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset
     return StudySpec(kind, base, typed, int(seeds), noise_mode, setting if kind == "vary-setting" else "")
 
 
-def estimate(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table) -> str:
-    """The whole study's duration from the duration estimate of each of its runs; a mistake in one line."""
+def estimate(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, calibrate=False, **table) -> str:
+    """The whole study's duration from the duration estimate of each of its runs; a mistake in one line. Shown
+    unasked as the settings change, it never times the model (that holds the training slot a while); with
+    `calibrate` (the button), a model never run here is timed first, once."""
     try:
         spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, **table)
-        seconds = estimate_seconds(spec, ctx.runs_dir)
+        seconds = ctx.launcher.estimate_study(spec, calibrate=calibrate)
     except LiftError as error:
         return error_message(error)
     runs = f"{len(spec.levels) * spec.seeds} runs, one after another"
     if seconds is None:
         return (f"Estimated total: unknown ({runs}): no run of `{spec.base['model']}` has been timed on this "
-                "machine yet. The Train tab's **Estimate duration** times it once.")
+                "machine yet. **Time the model** times a few steps of it once.")
     return f"Estimated total: about {readable_duration(seconds)} ({runs}, from the duration estimate of each)."
+
+
+def timed_estimate(ctx: AppContext, **choices) -> str:
+    return estimate(ctx, calibrate=True, **choices)
 
 
 def chosen_study(ctx: AppContext, name) -> Study:
     """The study a page names; none on a shared server, whose visitors can neither run a study nor act on one."""
     if ctx.multi_user:
-        raise LiftError(SHARED_SERVER.removeprefix("⚠️ "))
+        raise LiftError(STUDIES_ON_A_SHARED_SERVER)
     return ctx.launcher.find_study(name)
 
 
@@ -156,19 +158,19 @@ def study_curve_of(study: Study, scores: pd.DataFrame):
 def study_line(study: Study, states: dict[str, str], active: bool) -> str:
     """What the study is doing, how far it is, and why a run failed."""
     spec = study.spec()
-    done = sum(state in FINISHED_RUN_STATES for state in states.values())
+    done = len(states) - len(study.pending())
     head = (f"**{study.name}**: {spec.kind}, {len(spec.levels)} levels × {spec.seeds} seed(s); {done} of "
             f"{len(states)} runs finished")
     training = next((name for name, state in states.items() if state in ACTIVE_STATES), None)
     if active:
         doing = f"training `{training}`" if training else "fitting baselines or starting the next run"
         line = f"⏳ {head}; {'stopping' if study.stop_requested() else doing}…"
-    elif done == len(states):
+    elif done == len(states):  # a failed run that can be resumed is not done: Resume retries it
         line = f"✅ {head}: every run has its result."
     elif study.stop_requested():
         line = f"⏹️ {head}. Stopped on request: **Resume** continues it, keeping the finished runs."
     else:
-        line = f"⏸️ {head}. Its process ended before the last run: **Resume** continues it."
+        line = f"⏸️ {head}. Its process has ended with runs left to train: **Resume** trains them."
     failures = [f"❌ Run `{name}` failed: {study.run(name).status().get('error') or 'no error recorded'}"
                 for name, state in states.items() if state == "failed"]
     return "\n\n".join([line, *failures])
@@ -224,6 +226,8 @@ def draw_maps(ctx: AppContext, name, progress=gr.Progress()):
             yield figure, f"Drew {len(panels)} of {total} levels (each level's run with the first seed)."
         if not panels:
             raise LiftError("No run of the study's first seed has finished yet: draw the boundaries once one has.")
+        if len(panels) < total:
+            yield gr.skip(), f"Drew {len(panels)} of {total} levels: the other levels' runs have not finished yet."
     except LiftError as error:
         yield gr.skip(), error_message(error)
 
@@ -235,7 +239,6 @@ def download_csv(ctx: AppContext, name):
         return download_copy(results(study), f"{study.name}.csv"), ""
     except LiftError as error:
         return None, error_message(error)
-
 
 
 def levels_info(kind: str) -> str:
@@ -278,12 +281,13 @@ def study_view() -> StudyView:
     """The chosen study: its state, curve, runs and log, then its boundaries per level and its CSV."""
     with gr.Row(equal_height=True):
         # Studies started after the page loaded are valid too, hence custom values; the launcher checks the name.
-        picker = gr.Dropdown([], label="Study", allow_custom_value=True, scale=4)
+        picker = gr.Dropdown([], label="Studies on this server (newest first)", allow_custom_value=True, scale=4)
         refresh = gr.Button("↻ Refresh studies", scale=0, min_width=160)
     line = gr.Markdown(NO_STUDY)
     with gr.Row():
         curve = gr.Plot(label="Test score against the factor", scale=3)
-        runs = gr.Dataframe(pd.DataFrame(columns=STATE_COLUMNS), label="Runs", interactive=False, scale=2)
+        runs = gr.Dataframe(pd.DataFrame(columns=STATE_COLUMNS), label="Runs", interactive=False, wrap=True,
+                            scale=2)
     with gr.Accordion("Study log (last lines)", open=False):
         log = gr.Textbox(show_label=False, lines=LOG_LINES, max_lines=2 * LOG_LINES, interactive=False,
                          autoscroll=True)
@@ -296,7 +300,8 @@ def study_view() -> StudyView:
     return StudyView(picker, refresh, line, curve, runs, log, draw, maps_note, maps, csv_button, csv_file)
 
 
-def connect_setup(ctx: AppContext, tab: gr.Tab, fields: dict, estimate_line: gr.Markdown) -> dict:
+def connect_setup(ctx: AppContext, tab: gr.Tab, fields: dict, estimate_line: gr.Markdown,
+                  time_button: gr.Button) -> dict:
     """The kind's levels, and the estimate of the study the page describes; returns the inputs every study
     handler takes (the study's fields and the shared table, template and model)."""
     inputs = {**fields, "data": ctx.data_path, "target": ctx.target, "features": ctx.features, "task": ctx.task,
@@ -312,6 +317,8 @@ def connect_setup(ctx: AppContext, tab: gr.Tab, fields: dict, estimate_line: gr.
     triggers = [tab.select, fields["levels"].blur, fields["levels"].submit, fields["noise_mode"].change,
                 fields["setting"].change, fields["seeds"].change, fields["preset"].change]
     gr.on(triggers, **estimating, api_name="study_estimate", trigger_mode="always_last")
+    time_button.click(with_context(timed_estimate, ctx), inputs_kwargs=inputs, outputs=estimate_line,
+                      api_name="study_timed_estimate")
     return inputs
 
 
@@ -351,9 +358,11 @@ def build(ctx: AppContext) -> None:
     with gr.Tab("Studies") as tab:
         gr.Markdown(DESCRIPTION)
         if ctx.multi_user:
-            gr.Markdown(SHARED_SERVER)
+            gr.Markdown(error_message(LiftError(STUDIES_ON_A_SHARED_SERVER)))
         fields = study_controls()
-        estimate_line = gr.Markdown()
+        with gr.Row(equal_height=True):
+            estimate_line = gr.Markdown()
+            time_button = gr.Button("⏱ Time the model", scale=0, min_width=160)
         with gr.Row():
             start_button = gr.Button("Start study", variant="primary", interactive=not ctx.multi_user)
             # Enabled (Stop in red) as the chosen study allows; the poll switches them as it goes.
@@ -362,6 +371,6 @@ def build(ctx: AppContext) -> None:
         message = gr.Markdown()
         view = study_view()
         timer = gr.Timer(POLL_SECONDS, active=False)  # ticks while the chosen study's process lives
-        inputs = connect_setup(ctx, tab, fields, estimate_line)
+        inputs = connect_setup(ctx, tab, fields, estimate_line, time_button)
         connect_study(ctx, tab, view, (start_button, stop_button, resume_button), message, timer, inputs)
         connect_results(ctx, view, message)
