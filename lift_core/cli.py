@@ -131,7 +131,7 @@ def train_options() -> list[tuple[str, str, dict]]:
 
 def cmd_study(args) -> None:
     from lift_core import studies
-    from lift_core.processes import identity_alive, process_identity
+    from lift_core.processes import process_identity
     from lift_core.study_results import summary_text
     from lift_core.study_runner import default_parallel, run_study
 
@@ -141,14 +141,16 @@ def cmd_study(args) -> None:
                             "(and --parallel).")
         study = studies.Study(args.resume)
         study.definition()  # a folder without a study is refused here
-        running = study.process()
-        if identity_alive(running) and running.get("pid") != os.getpid():
-            raise LiftError(f"Study '{study.path}' is already running (process {running['pid']}).")
     else:
         study = studies.create_study(args.out, _study_spec(args))
         print(f"study created: {study.path}, {len(study.run_names())} runs")
-    study.record_process(process_identity(os.getpid()))
-    run_study(study, parallel=args.parallel or default_parallel())
+    with study.running():
+        # A person's own --resume continues a stopped study; the web app cleared the stop itself when it launched
+        # this process, and a Stop pressed since must hold.
+        if not os.environ.get(studies.LAUNCHED_ENV):
+            study.clear_stop()
+        study.record_process(process_identity(os.getpid()))
+        run_study(study, parallel=args.parallel or default_parallel())
     print(summary_text(study))
 
 
@@ -163,6 +165,9 @@ def _study_spec(args):
     if misplaced:
         raise LiftError(f"--{misplaced[0]} sets the levels of another study; the {args.kind} study takes "
                         f"--{LEVEL_FLAGS[args.kind]}.")
+    for option, kind in (("mode", "label-noise"), ("setting", "vary-setting")):
+        if getattr(args, option) is not None and args.kind != kind:
+            raise LiftError(f"--{option} is an option of the {kind} study, not of {args.kind}.")
     levels = split_list(getattr(args, LEVEL_FLAGS[args.kind]) or "")
     config = _train_config(args, apply_preset(args.preset) if args.preset else None)
     given = {"seeds": args.seeds, "noise_mode": args.mode, "setting": args.setting}

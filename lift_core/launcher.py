@@ -25,7 +25,8 @@ from lift_core.config import TrainConfig
 from lift_core.errors import LiftError, looks_out_of_memory
 from lift_core.processes import identity_alive, kill_with_descendants, process_identity
 from lift_core.runs import ACTIVE_STATES, Run, create_run, list_runs, new_run_folder
-from lift_core.studies import Study, StudySpec, create_study, estimate_seconds, list_studies, studies_dir
+from lift_core.studies import (LAUNCHED_ENV, Study, StudySpec, create_study, estimate_seconds, list_studies,
+                               studies_dir)
 from lift_core.zerogpu import TRAINING_REFUSAL, on_zerogpu
 
 FORCE_AFTER_S = 10  # a second Stop this long after the first kills the run
@@ -201,7 +202,9 @@ class TrainingLauncher:
             return estimate_seconds(spec, self.runs_dir, calibrate=True)
 
     def active_study(self) -> Study | None:
-        return next((study for study in self.studies() if identity_alive(study.process())), None)
+        """A study whose process lives, or one of whose runs still trains (its process killed, say)."""
+        return next((study for study in self.studies() if identity_alive(study.process())
+                     or any(identity_alive(run.training_process()) for run in study.runs())), None)
 
     def start_study(self, spec: StudySpec) -> Study:
         """Create the study (its tables and definition, refused with a message if a run could not be made) and
@@ -272,7 +275,7 @@ class TrainingLauncher:
         study.clear_stop()
         command = [sys.executable, "-m", "lift_core", "study", "--resume", str(study.path)]
         with study.open_log(log_mode) as log:
-            process = _start_process(command, log, log_mode)
+            process = _start_process(command, log, log_mode, {LAUNCHED_ENV: "1"})
         study.record_process(process_identity(process.pid))
         # Reaped, so that its end is seen (a zombie would read as alive).
         threading.Thread(target=process.wait, daemon=True).start()
@@ -470,11 +473,13 @@ class TrainingLauncher:
             run.delete()
 
 
-def _start_process(command: list[str], log, log_mode: str) -> subprocess.Popen:
+def _start_process(command: list[str], log, log_mode: str, extra_environment: dict | None = None
+                   ) -> subprocess.Popen:
     """The engine's CLI as a process of its own, its output appended to `log` after the command line."""
     log.write(("\n" if log_mode == "a" else "") + " ".join(command) + "\n\n")
     log.flush()
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                   **(extra_environment or {})}
     # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the training.
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
                             start_new_session=True)

@@ -4,8 +4,9 @@ baselines fitted under the same factor.
 A study is a folder, and `Study` is its only writer:
 
     study.json      the definition (a StudySpec) and, per run, its level, seed, tables and settings
-    tables/         the rows every run shares (test.csv, val.csv) and each run's own training table; a run whose
-                    factor changes its validation or test rows too (renamed columns, a narrower range) has its own
+    tables/         the rows every run shares (test.parquet, val.parquet) and each run's own training rows; a run
+                    whose factor changes its validation or test rows too (fewer rows, renamed columns, a narrower
+                    range) has its own. Parquet, so that every column reads back with the type it had
     runs/           one ordinary run folder per level and seed (runs.Run writes them)
     study.log       the output of the study's process, when the web app launched it
     process.json    that process (pid and start time)
@@ -18,8 +19,9 @@ range are held out of training). The "vary-setting" study changes one training s
 """
 
 import contextlib
+import fcntl
 import math
-import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,6 +72,9 @@ _RUNS = "runs"
 _LOG = "study.log"
 _PROCESS = "process.json"
 _STOP = "stop-requested"
+_LOCK = ".running.lock"
+# Set by the web app for the study process it launches: that process leaves the stop request as it finds it.
+LAUNCHED_ENV = "LIFT_STUDY_LAUNCHED"
 
 
 @dataclass
@@ -89,7 +94,7 @@ class StudySpec:
 
     def factor(self) -> str:
         if self.kind == "vary-setting":
-            return SETTINGS[self.setting].metadata["label"] or self.setting if self.setting in SETTINGS else ""
+            return (SETTINGS[self.setting].metadata["label"] or self.setting) if self.setting in SETTINGS else ""
         return FACTORS.get(self.kind, "")
 
     def check(self) -> None:
@@ -104,6 +109,9 @@ class StudySpec:
             self._check_setting()
         self.levels = self._checked_levels()
         self.base_config().check()
+        if self.base_config().num_processes != 1:
+            raise LiftError("A study trains each run in one process; to use several GPUs, train several runs at "
+                            "once (--parallel).")
 
     def _check_setting(self) -> None:
         settable = [name for name in SETTINGS if name not in NOT_A_FACTOR]
@@ -125,7 +133,9 @@ class StudySpec:
                 raise LiftError(f"Unknown feature-names level '{unknown[0]}'. Use: {', '.join(NAME_LEVELS)}.")
             return list(self.levels)
         if self.kind == "vary-setting":
-            return [setting_value(self.setting, level) for level in self.levels]
+            values = [setting_value(self.setting, level) for level in self.levels]
+            numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+            return sorted(values) if numbers else values  # a curve over numbers runs left to right
         low, high, meaning = {"sample-efficiency": (0, 1, "a share of the training rows in (0, 1]"),
                               "label-noise": (0, 1, "a share of the labels in [0, 1)"),
                               "extrapolation": (0, 0.5, "a share of the range in [0, 0.5) at each end")}[self.kind]
@@ -236,6 +246,7 @@ class PlannedRun:
     splits: data.Splits
     overrides: dict  # TrainConfig fields this run sets beyond the base (a template, the varying setting)
     own: tuple[str, ...] = ()  # which of "val" and "test" differ from the shared rows
+    renamed: dict = field(default_factory=dict)  # feature-names: each feature's name -> the name the run gives it
 
 
 def plan(spec: StudySpec) -> tuple[data.Dataset, data.Splits, list[PlannedRun]]:
@@ -250,8 +261,13 @@ def plan(spec: StudySpec) -> tuple[data.Dataset, data.Splits, list[PlannedRun]]:
         for position, level in enumerate(spec.levels):
             rng = np.random.default_rng([base.seed, index, position])
             splits, overrides, own = _rows_of(spec, dataset, shared, level, rng)
+            renamed = dict(zip(dataset.features, splits.train.columns.drop(dataset.target)))
             planned.append(PlannedRun(_run_name(spec, level, index), level, base.seed + index, splits,
-                                      {**overrides, "task": dataset.task, "seed": base.seed + index}, own))
+                                      {**overrides, "task": dataset.task, "seed": base.seed + index}, own,
+                                      {name: shown for name, shown in renamed.items() if name != shown}))
+    names = [run.name for run in planned]
+    if len(set(names)) != len(names):
+        raise LiftError("Two levels are too close to tell apart in a run's name; make the levels differ more.")
     return dataset, shared, planned
 
 
@@ -271,7 +287,12 @@ def _check_kind_fits(spec: StudySpec, dataset: data.Dataset) -> None:
 def _rows_of(spec: StudySpec, dataset: data.Dataset, shared: data.Splits, level, rng):
     """(splits, settings, which of val and test are the run's own) of one level."""
     if spec.kind == "sample-efficiency":
-        return data.Splits(subsample(shared.train, level, dataset, rng), shared.val, shared.test), {}, ()
+        # The validation rows shrink with the training rows: the level is a share of all the rows LIFT learns and
+        # chooses its best step from, not of the training rows alone.
+        validation = shared.val.sample(n=max(1, round(level * len(shared.val))), random_state=rng) \
+            if len(shared.val) else shared.val
+        return data.Splits(subsample(shared.train, level, dataset, rng), validation.reset_index(drop=True),
+                           shared.test), {}, ("val",)
     if spec.kind == "label-noise":
         train = corrupt_labels(shared.train, level, spec.noise_mode, dataset, rng)
         return data.Splits(train, shared.val, shared.test), {}, ()
@@ -369,6 +390,16 @@ class Study:
 
     # The study's process, and stopping it
 
+    @contextlib.contextmanager
+    def running(self):
+        """Held by the process that trains the study, for its whole life: a second one is refused."""
+        with open(self.path / _LOCK, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LiftError(f"Study '{self.path}' is already running in another process.") from None
+            yield
+
     def request_stop(self) -> None:
         (self.path / _STOP).touch()
 
@@ -399,32 +430,51 @@ def _needs_training(run: Run) -> bool:
 
 
 def create_study(folder, spec: StudySpec) -> Study:
-    """The study folder with its tables and definition; refused, with nothing written, when the definition or the
-    data cannot make every run."""
+    """The study folder with its tables and definition; refused, with nothing left behind, when the definition or
+    the data cannot make every run."""
     study = Study(folder)
     if study.exists() or (study.path.exists() and any(study.path.iterdir())):
         raise LiftError(f"'{folder}' already holds files. Choose a new folder for the study (--out).")
     dataset, shared, planned = plan(spec)
-    _check_runs(spec, dataset, planned)
-    tables = study.path / _TABLES
-    tables.mkdir(parents=True, exist_ok=True)
-    for role, part in (("test", shared.test), ("val", shared.val)):
-        part.to_csv(tables / f"{role}.csv", index=False)
-    runs = {}
-    for run in planned:
-        run.splits.train.to_csv(tables / f"{run.name}-train.csv", index=False)
-        for role in run.own:
-            getattr(run.splits, role).to_csv(tables / f"{run.name}-{role}.csv", index=False)
-        runs[run.name] = {"level": run.level, "seed": run.seed, "overrides": run.overrides, "tables": {
-            "data": f"{_TABLES}/{run.name}-train.csv",
-            **{field_name: f"{_TABLES}/{run.name}-{role}.csv" if role in run.own else f"{_TABLES}/{role}.csv"
-               for role, field_name in (("val", "val_data"), ("test", "test_data"))
-               if not getattr(run.splits, role).empty}}}
+    try:
+        runs = _write_tables(study, spec, shared, planned)
+    except BaseException:
+        shutil.rmtree(study.path, ignore_errors=True)
+        raise
     # Written last: a folder without its definition is a study that was never made.
     write_json_atomically(study.path / _DEFINITION, {"spec": asdict(spec), "runs": runs, "created": time.time(),
-                                                     "task": dataset.task, "features": dataset.features,
+                                                     "task": dataset.task, "target": dataset.target,
+                                                     "features": dataset.features, "classes": dataset.classes,
                                                      "ranges": _numeric_ranges(dataset)})
     return study
+
+
+def _table_path(run: PlannedRun, role: str) -> str:
+    """Where a run's rows of a role are, in the study folder: its own, or the study's shared ones."""
+    own = role == "train" or role in run.own
+    return f"{_TABLES}/{run.name}-{role}.parquet" if own else f"{_TABLES}/{role}.parquet"
+
+
+def _write_tables(study: Study, spec: StudySpec, shared: data.Splits, planned: list[PlannedRun]) -> dict:
+    """Every run's tables, as Parquet (each column keeps its type: a label "01" or "NA" stays one), each run then
+    checked as its training will check it, reading them back; returns each run's entry of study.json."""
+    from lift_core.training import check_training_inputs
+
+    (study.path / _TABLES).mkdir(parents=True, exist_ok=True)
+    for role, part in (("test", shared.test), ("val", shared.val)):
+        part.to_parquet(study.path / _TABLES / f"{role}.parquet", index=False)
+    runs = {}
+    for run in planned:
+        for role in ("train", *run.own):
+            getattr(run.splits, role).to_parquet(study.path / _table_path(run, role), index=False)
+        separate = {field_name: _table_path(run, role) for role, field_name in (("val", "val_data"),
+                                                                                ("test", "test_data"))
+                    if not getattr(run.splits, role).empty}
+        runs[run.name] = {"level": run.level, "seed": run.seed, "overrides": run.overrides, "renamed": run.renamed,
+                          "tables": {"data": _table_path(run, "train"), **separate}}
+        paths = {field_name: str(study.path / path) for field_name, path in runs[run.name]["tables"].items()}
+        check_training_inputs(TrainConfig.from_dict({**spec.base, **run.overrides, **paths}))
+    return runs
 
 
 def _numeric_ranges(dataset: data.Dataset) -> dict[str, list[float]]:
@@ -432,20 +482,6 @@ def _numeric_ranges(dataset: data.Dataset) -> dict[str, list[float]]:
     frame = dataset.frame
     return {name: [float(frame[name].min()), float(frame[name].max())] for name in dataset.features
             if pd.api.types.is_numeric_dtype(frame[name])}
-
-
-def _check_runs(spec: StudySpec, dataset: data.Dataset, planned: list[PlannedRun]) -> None:
-    """Each run's settings and rows as training would check them, before anything is written."""
-    from lift_core.encoding import check_example_lengths
-
-    for run in planned:
-        config = TrainConfig.from_dict({**spec.base, **run.overrides})
-        config.check()
-        features = list(run.splits.train.columns.drop(dataset.target))
-        run_dataset = data.Dataset(pd.concat([run.splits.train, run.splits.val, run.splits.test]), dataset.target,
-                                   features, dataset.task, dataset.classes, 0)
-        config.template_for(features, dataset.target)
-        check_example_lengths(config, run_dataset, run.splits)
 
 
 def studies_dir(runs_dir) -> Path:
@@ -456,7 +492,9 @@ def list_studies(folder) -> list[Study]:
     """The studies of a folder, newest first."""
     root = Path(folder)
     studies = [Study(path) for path in root.iterdir()] if root.is_dir() else []
-    return sorted((study for study in studies if study.exists()), key=Study.created, reverse=True)
+    # A definition that cannot be read (cut off, or hand-edited) is no study to list or continue.
+    readable = [study for study in studies if isinstance(read_json(study.path / _DEFINITION), dict)]
+    return sorted(readable, key=Study.created, reverse=True)
 
 
 def estimate_seconds(spec: StudySpec, runs_dir, calibrate: bool = False) -> float | None:

@@ -6,9 +6,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from lift_core.boundary import DEFAULT_MARGIN, boundary_levels, explorable_features
-from lift_core.errors import LiftError
-from lift_core.runs import Run
+from lift_core.boundary import DEFAULT_MARGIN, boundary_levels
 from lift_core.studies import LIFT, SCORES, Study, wide_range
 
 SCORE_NAMES = {"accuracy": "test accuracy (higher is better)",
@@ -39,11 +37,12 @@ def results(study: Study) -> pd.DataFrame:
 
 
 def summary(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per level and method, in the study's order: the mean score, its standard deviation across seeds (0 for one
-    seed) and how many runs it is over; levels or methods with no score yet are left out."""
+    """Per level and method, in the study's order: the mean score, its sample standard deviation across seeds (0 for
+    one seed) and how many runs it is over; levels or methods with no score yet are left out."""
     scored = scores.dropna(subset=["score"]).astype({"score": float, "level": str})
     grouped = scored.groupby(["level", "method"], sort=False)["score"]
-    table = grouped.agg(mean="mean", std=lambda values: float(np.std(values, ddof=0)), runs="count")
+    table = grouped.agg(mean="mean", std=lambda values: float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                        runs="count")
     return table.reset_index()
 
 
@@ -71,35 +70,32 @@ MAP_RESOLUTION = 30
 
 
 def drawable(study: Study) -> bool:
-    """Whether the study's runs can be drawn: two numeric features, or one for a regression (as in Explore)."""
+    """Whether the study's runs can be drawn, as in Explore: two numeric features, or one for a regression."""
     definition = study.definition()
-    run = next((run for run in study.runs() if run.exists() and run.dataset_info()), None)
-    if run is None:
-        return len(definition["features"]) in ((1, 2) if definition["task"] == "regression" else (2,))
-    try:
-        explorable_features(run)
-    except LiftError:
-        return False
-    return True
+    features = definition["features"]
+    numeric = all(name in definition["ranges"] for name in features)
+    return numeric and len(features) in ((1, 2) if definition["task"] == "regression" else (2,))
 
 
-def level_maps(study: Study, resolution: int = MAP_RESOLUTION) -> Iterator[tuple[object, Run, pd.DataFrame]]:
-    """(level, run, map) for each level whose first-seed run has finished: the model's decision boundary over the
-    plane, or a 1-D regression's predictions over the paper's wider range (wide_range of the study's rows). Each map
-    is saved in its run, so the small multiples come back without the model."""
+def level_maps(study: Study, resolution: int = MAP_RESOLUTION) -> Iterator[tuple]:
+    """(level, map, training rows) for each level whose first-seed run has finished: the model's decision boundary
+    over the plane, or a 1-D regression's predictions over the paper's wider range (wide_range of the study's rows),
+    with the study's own feature names (a shuffled-names run's columns named back). Each map is saved in its run, so
+    the small multiples come back without the model."""
     definition = study.definition()
+    features = definition["features"]
     for name in study.run_names():
         planned, run = study.planned(name), study.run(name)
         if planned["seed"] != study.spec().base_config().seed or not run.has_adapter():
             continue
         if run.reconcile().get("state") != "completed":
             continue
-        margin = DEFAULT_MARGIN[len(definition["features"])]
-        if len(definition["features"]) == 1:
-            feature = definition["features"][0]
-            margin = _margin_to_cover(run.split("train")[feature], wide_range(*definition["ranges"][feature]))
+        margin = DEFAULT_MARGIN[len(features)]
+        if len(features) == 1:
+            margin = _margin_to_cover(run.split("train")[features[0]], wide_range(*definition["ranges"][features[0]]))
         *_, grid = boundary_levels(run, resolution=resolution, margin=margin)
-        yield planned["level"], run, grid
+        named_back = {shown: name for name, shown in planned.get("renamed", {}).items()}
+        yield planned["level"], grid.rename(columns=named_back), run.split("train").rename(columns=named_back)
 
 
 def _margin_to_cover(values: pd.Series, covered: tuple[float, float]) -> float:

@@ -1,124 +1,126 @@
-"""Training a study's runs: one after another in this process, or, on a machine with several GPUs, several at once,
-each in a training process of its own on a GPU of its own. Each finished run's baselines are fitted on its rows."""
+"""Training a study's runs: each in a `train` process of its own, as the web app trains a run, one at a time or, on a
+machine with several GPUs, one per GPU at once. Each finished run's baselines are then fitted on its training rows.
 
-import contextlib
+A process per run keeps one run's failure, memory and log apart from the next's; what `study` itself does is little
+more than choosing which run trains next.
+"""
+
 import os
 import subprocess
-import sys
 import time
+import traceback
 
+from lift_core.baselines import run_baselines
+from lift_core.data import Splits
+from lift_core.errors import LiftError
+from lift_core.evaluation import run_dataset
 from lift_core.launcher import resume_command, training_command
 from lift_core.studies import Study
 
-POLL_S = 1.0  # how often runs trained at once are checked on
+POLL_S = 1.0  # how often the training processes are checked on
 
 
-def gpu_count() -> int:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them to its children."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    named = [name.strip() for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name.strip()]
+    return named[:count] if named else [str(index) for index in range(count)]
 
 
 def default_parallel() -> int:
     """Runs trained at once by default: one per GPU, and one on a CPU (its cores already share each run's work)."""
-    return max(1, gpu_count())
+    return max(1, len(visible_gpus()))
 
 
 def run_study(study: Study, say=print, parallel: int = 1) -> None:
-    """Train every run of the study that has not finished, in order (`parallel` at once), and fit each finished
-    run's baselines; what `study` and `study --resume` do. A completed run is never trained again; a stopped or
+    """Train every run of the study that has not finished, in order, `parallel` at once, and fit each finished run's
+    baselines; what `study` and `study --resume` do. A completed run is never trained again; a stopped or
     interrupted one continues from its checkpoint, and so does a failed one that can be (once per call). A stop of
     a run, or of the study, ends the study; a run that fails is reported and the others still train."""
-    study.clear_stop()
-    names = study.run_names()
-    pending = study.pending()
-    for name in names:
-        if name not in pending:
+    gpus = visible_gpus()
+    if parallel < 1 or (gpus and parallel > len(gpus)):
+        raise LiftError(f"--parallel must be from 1 to the number of GPUs here ({len(gpus) or 'none: 1 on a CPU'}); "
+                        f"got {parallel}.")
+    for name in study.run_names():
+        if name not in study.pending():
             _fit_baselines(study, name, say)
-    if parallel > 1:
-        _train_at_once(study, pending, parallel, say)
-        return
-    for name in pending:
-        if study.stop_requested():
-            say(f"study stopped before {name}")
-            return
-        say(f"run {names.index(name) + 1} of {len(names)}: {name}")
-        _train_here(study, name)
-        if not _after_run(study, name, say):
-            return
-
-
-def _train_here(study: Study, name: str) -> None:
-    """Trains one run in this process, its output in the run's log."""
-    from lift_core.training import resume_training, run_training
-
-    run = study.run(name)
-    run.path.mkdir(parents=True, exist_ok=True)
-    # A failure is recorded in the run (its error, as `failed`), reported by _after_run; the other runs still train.
-    with contextlib.suppress(Exception), run.open_log("a") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log):
-        if run.exists():
-            resume_training(run.path)
-        else:
-            run_training(study.run_config(name), run.path)
-
-
-def _after_run(study: Study, name: str, say) -> bool:
-    """Reports how a run ended and fits its baselines; False when it was stopped, which ends the study."""
-    state = study.run(name).reconcile().get("state", "failed")
-    if state == "stopped":
-        say(f"study stopped during {name}; `study --resume {study.path}` continues it")
-        return False
-    if state == "failed":
-        say(f"{name} failed: {study.run(name).status().get('error', 'see its log')}")
-    _fit_baselines(study, name, say)
-    return True
-
-
-def _fit_baselines(study: Study, name: str, say) -> None:
-    from lift_core.evaluation import cached_baselines
-
-    run = study.run(name)
-    if run.exists() and run.status().get("state") == "completed" and run.baselines() is None:
-        say(f"fitting the baselines of {name} on its rows")
-        cached_baselines(run)
-
-
-def _train_at_once(study: Study, pending: list[str], slots: int, say) -> None:
-    """Up to `slots` runs train at once, each a `train` process on GPU number slot (or sharing the CPU's cores)."""
-    waiting, active, stopping = list(pending), {}, False
-    while waiting or active:
+    waiting, training, stopping = study.pending(), {}, False
+    while waiting or training:
         if study.stop_requested() and not stopping:
-            stopping, waiting = True, []
-            for name, _ in active.values():
-                study.run(name).request_stop()
-        for slot in [slot for slot in range(slots) if slot not in active][:len(waiting)]:
+            stopping, waiting = _stop_all(study, training, say, "study stopped")
+        for slot in [slot for slot in range(parallel) if slot not in training][:len(waiting)]:
             name = waiting.pop(0)
-            say(f"{name}: training on {'GPU ' + str(slot) if gpu_count() >= slots else 'the CPU'}")
-            active[slot] = (name, _start_run_process(study, name, slot, slots))
+            say(f"run {study.run_names().index(name) + 1} of {len(study.run_names())}: {name}"
+                + (f" (GPU {gpus[slot]})" if gpus else ""))
+            training[slot] = (name, _start_run_process(study, name, gpus[slot] if gpus else None, parallel))
         time.sleep(POLL_S)
-        for slot, (name, process) in list(active.items()):
+        for slot, (name, process) in list(training.items()):
             if process.poll() is None:
                 continue
-            del active[slot]
-            if not _after_run(study, name, say) and not stopping:
-                stopping, waiting = True, []
-                for other, _ in active.values():
-                    study.run(other).request_stop()
+            del training[slot]
+            if not _after_run(study, name, process.returncode, say) and not stopping:
+                stopping, waiting = _stop_all(study, training, say, f"study stopped during {name}")
+    if stopping:
+        say(f"`study --resume {study.path}` continues it")
 
 
-def _start_run_process(study: Study, name: str, slot: int, slots: int) -> subprocess.Popen:
+def _stop_all(study: Study, training: dict, say, why: str) -> tuple[bool, list]:
+    """No further run starts, and every run still training is asked to stop."""
+    say(why)
+    for name, _ in training.values():
+        study.run(name).request_stop()
+    return True, []
+
+
+def _start_run_process(study: Study, name: str, gpu: str | None, parallel: int) -> subprocess.Popen:
     run = study.run(name)
+    if run.exists() and run.dataset_info() is None:
+        run.delete()  # ended before it recorded its data: nothing to keep, and nothing a resume could continue
     run.path.mkdir(parents=True, exist_ok=True)
     if run.exists():
         command = resume_command(run.path)
     else:
         command = training_command(study.run_config(name), run.path, study.save_run_settings(name))
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if gpu_count() >= slots:
-        environment["CUDA_VISIBLE_DEVICES"] = str(slot)
-    else:  # sharing a CPU: each process gets its share of the cores, not all of them spinning against each other
-        environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // slots)))
+    if gpu is not None:
+        environment["CUDA_VISIBLE_DEVICES"] = gpu
+    elif parallel > 1:  # sharing a CPU: each process gets its share of the cores, not all of them spinning
+        environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     with run.open_log("a") as log:
+        log.write(" ".join(command) + "\n\n")
+        log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=environment)
+
+
+def _after_run(study: Study, name: str, exit_code: int, say) -> bool:
+    """Reports how a run ended and fits its baselines; False when it was stopped, which ends the study."""
+    run = study.run(name)
+    status = run.reconcile() if run.exists() else {}
+    state = status.get("state")
+    if state == "stopped":
+        return False
+    if state != "completed":
+        error = status.get("error") or f"its process ended with exit code {exit_code}: {run.log_tail(3)}"
+        say(f"{name} failed: {error}")
+        return True
+    _fit_baselines(study, name, say)
+    return True
+
+
+def _fit_baselines(study: Study, name: str, say) -> None:
+    """The baselines of a completed run, fitted on its training rows alone: the rows its level gave LIFT to learn
+    from (its validation rows only choose LIFT's best step). A failure is told; the study goes on."""
+    run = study.run(name)
+    if not run.exists() or run.status().get("state") != "completed" or run.baselines() is not None:
+        return
+    say(f"fitting the baselines of {name} on its training rows")
+    try:
+        dataset, splits = run_dataset(run)
+        training_rows = Splits(splits.train, splits.val.iloc[:0], splits.test)
+        run.save_baselines(run_baselines(training_rows, dataset, seed=run.config().seed))
+    except Exception as error:  # a baseline that cannot fit these rows must not end the other runs' study
+        say(f"the baselines of {name} could not be fitted: {error}")
+        traceback.print_exc()

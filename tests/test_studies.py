@@ -17,7 +17,6 @@ from lift_core import data
 from lift_core.cli import main
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
-from lift_core.processes import process_identity
 from lift_core.runs import Run, create_run
 from lift_core.studies import (MIN_TRAIN_ROWS, StudySpec, Study, corrupt_labels, create_study, held_out_range, plan,
                                shuffled_names, subsample, wide_range)
@@ -204,7 +203,11 @@ def test_every_run_of_a_study_has_the_study_test_rows(tmp_path, tables, kind, ta
     for name in study.run_names():
         splits = run_splits(study, name)
         same_values(splits.test, shared.test)
-        if kind != "extrapolation":  # which narrows the validation rows to its training range
+        if kind == "sample-efficiency":  # the validation rows shrink with the training rows, from the shared ones
+            level = study.planned(name)["level"]
+            assert len(splits.val) == max(1, round(level * len(shared.val)))
+            assert len(splits.val.merge(shared.val)) == len(splits.val)
+        elif kind != "extrapolation":  # which narrows the validation rows to its training range
             same_values(splits.val, shared.val)
 
 
@@ -273,7 +276,7 @@ def test_extrapolation_needs_a_one_feature_regression(tables, table):
 
 
 @pytest.mark.parametrize("setting, levels, values", [("lr", ["1e-3", "5e-3"], [0.001, 0.005]),
-                                                     ("lora_r", ["16", "4"], [16, 4]),
+                                                     ("lora_r", ["16", "4"], [4, 16]),  # numbers run left to right
                                                      ("trim_zeros", ["true", "False"], [True, False])])
 def test_vary_setting_sets_the_setting_of_each_run_as_its_type(tmp_path, tables, setting, levels, values):
     study = create_study(tmp_path / "study", spec_of("vary-setting", tables["classes"], levels, setting=setting))
@@ -420,8 +423,9 @@ def test_results_hold_each_run_lift_and_its_baselines(scored_study):
 
 def test_summary_averages_the_seeds_of_each_level(scored_study):
     table = summary(results(scored_study)).set_index(["level", "method"])
-    assert table.loc[("0.5", "LIFT")].tolist() == pytest.approx([0.8, 0.1, 2])
-    assert table.loc[("0.5", "logreg")].tolist() == pytest.approx([0.9, 0.1, 2])
+    # The sample standard deviation of 0.7 and 0.9, and of 0.8 and 1.0.
+    assert table.loc[("0.5", "LIFT")].tolist() == pytest.approx([0.8, 0.1 * 2 ** 0.5, 2])
+    assert table.loc[("0.5", "logreg")].tolist() == pytest.approx([0.9, 0.1 * 2 ** 0.5, 2])
     assert table.loc[("1.0", "LIFT")].tolist() == pytest.approx([1.0, 0.0, 1])
 
 
@@ -430,7 +434,7 @@ def test_summary_text_lays_levels_down_and_methods_across(scored_study):
     assert lines[0] == "test accuracy (higher is better)"
     assert lines[1].split() == ["method", "LIFT", "majority", "logreg"]
     assert lines[2].strip() == "share of the training rows used"
-    assert lines[3].split() == ["0.5", "0.800", "±", "0.100", "0.500", "±", "0.000", "0.900", "±", "0.100"]
+    assert lines[3].split() == ["0.5", "0.800", "±", "0.141", "0.500", "±", "0.000", "0.900", "±", "0.141"]
     assert lines[4].split()[:4] == ["1.0", "1.000", "±", "0.000"]
 
 
@@ -480,10 +484,18 @@ def test_resume_refuses_the_study_flags_too(scored_study, capsys, extra):
     assert "give only its folder" in line
 
 
-def test_resume_of_a_study_whose_process_runs_is_refused(scored_study, capsys):
-    scored_study.record_process(process_identity(os.getppid()))  # a live process that is not this one
-    line = one_error_line(capsys, main(["study", "--resume", str(scored_study.path)]))
-    assert f"is already running (process {os.getppid()})" in line
+def test_resume_of_a_study_another_process_runs_is_refused(scored_study, capsys):
+    other = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
+                              "lock = open(sys.argv[1], 'w'); fcntl.flock(lock, fcntl.LOCK_EX)\n"
+                              "print('held', flush=True); time.sleep(60)", str(scored_study.path / ".running.lock")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        line = one_error_line(capsys, main(["study", "--resume", str(scored_study.path)]))
+    finally:
+        other.kill()
+        other.wait()
+    assert "is already running in another process" in line
 
 
 def file_times(run: Run) -> dict:
@@ -525,11 +537,11 @@ def test_a_two_level_study_end_to_end_then_resume_trains_nothing(tmp_path, table
     assert table["method"][:3] == ["LIFT", "majority", "logreg"] and len(table["method"]) > 3
     assert len(table["0.5"]) == len(table["1.0"]) == len(table["method"])
     study = Study(out)
-    shared_test = pd.read_csv(out / "tables" / "test.csv")
+    shared_test = pd.read_parquet(out / "tables" / "test.parquet")
     for run in study.runs():
         assert run.status()["state"] == "completed"
         assert run.eval_results()["n_test"] == len(shared_test)
-        pd.testing.assert_frame_equal(run.split("test").astype({"y": int}), shared_test)
+        pd.testing.assert_frame_equal(run.split("test"), shared_test, check_dtype=False)
         assert {"majority", "logreg"} <= set(run.baselines()["name"])
     assert not results(study)["score"].isna().any()
     n_train = [run.dataset_info().n_train for run in study.runs()]

@@ -9,7 +9,6 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
-from lift_core.boundary import explorable_features
 from lift_core.config import SETTINGS, split_list
 from lift_core.errors import LiftError
 from lift_core.estimate import readable_duration
@@ -217,11 +216,11 @@ def draw_maps(ctx: AppContext, name, progress=gr.Progress()):
                             "regression); this study's table has other features.")
         total, panels = len(study.spec().levels), []
         progress(0, desc="Loading the model of the first level")
-        for level, run, grid in level_maps(study):
-            info = run.dataset_info()
-            panels.append((levels_text([level]), grid, run.split("train")))
+        table = study.definition()
+        for level, grid, train in level_maps(study):
+            panels.append((levels_text([level]), grid, train))
             progress(len(panels) / total, desc=f"Drew {len(panels)} of {total} levels")
-            figure = level_maps_figure(panels, explorable_features(run), info.target, info.classes,
+            figure = level_maps_figure(panels, table["features"], table["target"], table["classes"],
                                        study.spec().factor())
             yield figure, f"Drew {len(panels)} of {total} levels (each level's run with the first seed)."
         if not panels:
