@@ -1,16 +1,19 @@
 """One LIFT study of each kind, run as a person runs it (`python -m lift_core study ...`), timed, and its scores per
 level beside the baselines fitted under the same factor:
 
-1. sample efficiency on moons (500 rows): 5, 10, 20, 50 and 100% of the training rows;
-2. label noise on moons (500 rows): 0, 5, 10 and 20% of the training labels moved to another class at random;
-3. feature names on the fruit example table: no names (x1, x2, ...), the names shuffled across columns, the names;
-4. extrapolation on the quadratic example table (1-D regression): 0, 10 and 20% of the x range held out of
-   training at each end, scored on the same test rows over the whole range.
+1. sample efficiency on moons (500 rows): 5, 10, 20, 50 and 100% of the training rows ("Quick look");
+2. label noise on moons (500 rows): 0, 5, 10 and 20% of the training labels moved to another class at random
+   ("Quick look");
+3. feature names on the fruit example table: no names (x1, x2, ...), the names shuffled across columns, the names
+   ("Quick look");
+4. extrapolation on the quadratic example table (1-D regression): none and 20% of the x range held out of training
+   at each end, scored on the same test rows over the whole range ("Recommended": in Quick look's 80 steps the
+   model does not learn the curve at all, so there is nothing to extrapolate).
 
     python -m bench.bench_studies [--only sample-efficiency,...] [--model smollm2-135m] [--keep DIR]
                                   [--write-benchmarks]
 
-Each study uses the "Quick look" preset and one seed. Run it alone: timings depend on anything else running.
+One seed each. Run it alone: timings depend on anything else running.
 """
 
 import argparse
@@ -31,13 +34,12 @@ from lift_core.studies import Study
 from lift_core.study_results import SCORE_NAMES, results, score_metric, summary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PRESET = "Quick look"
-# (kind, table, target, the study's own flags); "moons-500.csv" is made here, the others ship as examples.
+# (kind, table, target, the study's own flags, preset); "moons-500.csv" is made here, the others ship as examples.
 STUDIES = {
-    "sample-efficiency": ("moons-500.csv", "y", ["--fractions", "0.05,0.1,0.2,0.5,1"]),
-    "label-noise": ("moons-500.csv", "y", ["--noise", "0,0.05,0.1,0.2", "--mode", "random"]),
-    "feature-names": ("fruit.csv", "fruit", ["--names", "none,shuffled,correct"]),
-    "extrapolation": ("quadratic.csv", "y", ["--ends", "0,0.1,0.2"]),
+    "sample-efficiency": ("moons-500.csv", "y", ["--fractions", "0.05,0.1,0.2,0.5,1"], "Quick look"),
+    "label-noise": ("moons-500.csv", "y", ["--noise", "0,0.05,0.1,0.2", "--mode", "random"], "Quick look"),
+    "feature-names": ("fruit.csv", "fruit", ["--names", "none,shuffled,correct"], "Quick look"),
+    "extrapolation": ("quadratic.csv", "y", ["--ends", "0,0.2"], "Recommended"),
 }
 
 
@@ -49,15 +51,16 @@ def table_path(name: str, folder: Path) -> Path:
     return EXAMPLE_TABLES_DIR / name
 
 
-def study_command(kind: str, table: Path, target: str, flags: list[str], model: str, out: Path) -> list[str]:
+def study_command(kind: str, table: Path, model: str, out: Path) -> list[str]:
+    _, target, flags, preset = STUDIES[kind]
     return ["python", "-m", "lift_core", "study", "--kind", kind, "--data", str(table), "--target", target, *flags,
-            "--preset", PRESET, "--model", model, "--out", str(out)]
+            "--preset", preset, "--model", model, "--out", str(out)]
 
 
 def run_one(kind: str, model: str, folder: Path) -> dict:
-    table_name, target, flags = STUDIES[kind]
+    table_name = STUDIES[kind][0]
     table = table_path(table_name, folder)
-    command = study_command(kind, table, target, flags, model, folder / kind)
+    command = study_command(kind, table, model, folder / kind)
     started = time.perf_counter()
     finished = subprocess.run([sys.executable, *command[1:]], cwd=REPO_ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -65,7 +68,7 @@ def run_one(kind: str, model: str, folder: Path) -> dict:
         raise SystemExit(f"{kind} failed:\n{finished.stderr[-2000:]}")
     print(finished.stdout, flush=True)
     shown = study_command(kind, Path(table_name) if table_name.startswith("moons") else
-                          Path("assets/examples") / table_name, target, flags, model, Path(f"studies/{kind}"))
+                          Path("assets/examples") / table_name, model, Path(f"studies/{kind}"))
     return {"kind": kind, "study": Study(folder / kind), "seconds": seconds, "command": shlex.join(shown)}
 
 
@@ -104,8 +107,8 @@ def main() -> None:
         measured = [run_one(kind, args.model, folder) for kind in kinds]
         threads = os.environ.get("OMP_NUM_THREADS", "all")
         header = (f"`python -m bench.bench_studies` on {os.cpu_count()} cores ({platform.machine()}; CPU flags: "
-                  f"{cpu_flags()}), {args.model} on the CPU, torch threads: {threads}, preset \"{PRESET}\", "
-                  "one seed.")
+                  f"{cpu_flags()}), {args.model} on the CPU, torch threads: {threads}, one seed; moons-500.csv is "
+                  "`python -m lift_core synth --kind moons --n 500 --out moons-500.csv`.")
         publish("studies", "\n\n".join([header, *map(markdown, measured)]), args.write_benchmarks)
 
 
