@@ -57,19 +57,29 @@ def study_command(kind: str, table: Path, model: str, out: Path) -> list[str]:
             "--preset", preset, "--model", model, "--out", str(out)]
 
 
-def run_one(kind: str, model: str, folder: Path) -> dict:
+def run_one(kind: str, model: str, folder: Path, reuse: bool) -> dict:
     table_name = STUDIES[kind][0]
     table = table_path(table_name, folder)
     command = study_command(kind, table, model, folder / kind)
-    started = time.perf_counter()
-    finished = subprocess.run([sys.executable, *command[1:]], cwd=REPO_ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if finished.returncode:
-        raise SystemExit(f"{kind} failed:\n{finished.stderr[-2000:]}")
-    print(finished.stdout, flush=True)
+    if reuse and Study(folder / kind).exists() and Study(folder / kind).finished():
+        seconds = span_seconds(Study(folder / kind))
+    else:
+        started = time.perf_counter()
+        finished = subprocess.run([sys.executable, *command[1:]], cwd=REPO_ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if finished.returncode:
+            raise SystemExit(f"{kind} failed:\n{finished.stderr[-2000:]}")
+        print(finished.stdout, flush=True)
     shown = study_command(kind, Path(table_name) if table_name.startswith("moons") else
                           Path("assets/examples") / table_name, model, Path(f"studies/{kind}"))
     return {"kind": kind, "study": Study(folder / kind), "seconds": seconds, "command": shlex.join(shown)}
+
+
+def span_seconds(study: Study) -> float:
+    """A finished study's wall time from its folder: its creation to its last run's end (its last baselines, a few
+    seconds, not counted)."""
+    ends = [entry["time"] for run in study.runs() for entry in run.status()["history"] if entry["state"] == "completed"]
+    return max(ends) - study.created()
 
 
 def markdown(measured: dict) -> str:
@@ -98,13 +108,15 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated study kinds (default: all four)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--keep", help="make the studies in this folder and keep them (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: a study already finished there is reported "
+                                                              "from its folder (its wall time from its run records)")
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
     kinds = args.only.split(",") if args.only else list(STUDIES)
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.keep or temporary)
         folder.mkdir(parents=True, exist_ok=True)
-        measured = [run_one(kind, args.model, folder) for kind in kinds]
+        measured = [run_one(kind, args.model, folder, args.reuse) for kind in kinds]
         threads = os.environ.get("OMP_NUM_THREADS", "all")
         header = (f"`python -m bench.bench_studies` on {os.cpu_count()} cores ({platform.machine()}; CPU flags: "
                   f"{cpu_flags()}), {args.model} on the CPU, torch threads: {threads}, one seed; moons-500.csv is "

@@ -1,6 +1,7 @@
 """A study in the web app's launcher: its process holds the training slot for all its runs, Stop and Resume act on
 the whole study, and a server started on a half-finished study continues it."""
 
+import os
 from dataclasses import asdict
 
 import pytest
@@ -10,7 +11,7 @@ from lift_core.access import VisitorLimits
 from lift_core.config import TrainConfig
 from lift_core.errors import LiftError
 from lift_core.launcher import TrainingLauncher
-from lift_core.processes import identity_alive
+from lift_core.processes import identity_alive, process_identity
 from lift_core.studies import StudySpec, create_study, studies_dir
 
 
@@ -29,18 +30,26 @@ def process_ended(study) -> bool:
     return not identity_alive(study.process())
 
 
-@pytest.mark.slow
-def test_a_study_holds_the_slot_stops_and_resumes_as_a_whole(tmp_path, model_cache, one_thread_processes):
-    table = write_table(two_gaussians(60), tmp_path / "table.csv")
+def test_a_study_whose_process_lives_holds_the_training_slot(tmp_path):
+    table = write_table(two_gaussians(40), tmp_path / "table.csv")
     launcher = TrainingLauncher(tmp_path / "runs")
-    # Enough steps that the first run is still training when the test asks it to stop.
-    study = launcher.start_study(spec_for(table, epochs=0.0, max_steps=150))
+    study = create_study(studies_dir(tmp_path / "runs") / "study", spec_for(table))
+    study.record_process(process_identity(os.getpid()))  # a live process: this one
     assert launcher.active_study().name == study.name
     with pytest.raises(LiftError, match="running the study"):
         launcher.start(TrainConfig(data=str(table), target="y", **TINY_FAST))
     with pytest.raises(LiftError, match="running the study"):
         launcher.start_study(spec_for(table))
+    with pytest.raises(LiftError, match="running the study"):
+        launcher.resume_study(study)
 
+
+@pytest.mark.slow
+def test_a_study_stops_and_resumes_as_a_whole(tmp_path, model_cache, one_thread_processes):
+    table = write_table(two_gaussians(60), tmp_path / "table.csv")
+    launcher = TrainingLauncher(tmp_path / "runs")
+    # Enough steps that the first run is still training when the test asks it to stop.
+    study = launcher.start_study(spec_for(table, epochs=0.0, max_steps=60))
     first = study.run(study.run_names()[0])
     wait_for(lambda: first.exists() and first.metrics(), timeout=120, what="the first run to train")
     assert launcher.stop_study(study) == "requested"
@@ -65,7 +74,8 @@ def test_a_new_server_continues_a_half_finished_study_but_not_a_stopped_one(tmp_
     runs_dir = tmp_path / "runs"
     stopped = create_study(studies_dir(runs_dir) / "stopped", spec_for(table))
     stopped.request_stop()
-    left = create_study(studies_dir(runs_dir) / "left", spec_for(table))  # as a server killed before it trained
+    # As a server killed before it trained it: one run is enough.
+    left = create_study(studies_dir(runs_dir) / "left", StudySpec("sample-efficiency", spec_for(table).base, [1.0]))
 
     continued = TrainingLauncher(runs_dir).continue_studies()
     assert [study.name for study in continued] == ["left"]

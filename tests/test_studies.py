@@ -520,6 +520,10 @@ def ok(result):
     return result
 
 
+def state_times(run: Run) -> dict[str, float]:
+    return {entry["state"]: entry["time"] for entry in run.status()["history"]}
+
+
 def score_table(stdout: str) -> dict[str, list[str]]:
     """The table `study` prints last, by its first word: the header ("method") and each level."""
     lines = stdout.splitlines()
@@ -527,11 +531,12 @@ def score_table(stdout: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split()[1:] for line in lines[start + 1:] if line.strip()}
 
 
-@pytest.mark.slow  # two tiny trainings and their baselines, then a resume: ~30 s on one core
+@pytest.mark.slow  # two tiny trainings at once and their baselines, then a resume: ~30 s on one core
 def test_a_two_level_study_end_to_end_then_resume_trains_nothing(tmp_path, tables, capsys):
     out = tmp_path / "study"
+    # Two at once (--parallel 2: on a CPU they share its cores), each in a training process of its own.
     created = ok(lift_cli("study", "--kind", "sample-efficiency", "--fractions", "0.5,1", "--data", tables["classes"],
-                          "--target", "y", *TINY_FLAGS, "--out", out))
+                          "--target", "y", *TINY_FLAGS, "--parallel", "2", "--out", out))
     assert f"study created: {out}, 2 runs" in created.stdout
     table = score_table(created.stdout)
     assert table["method"][:3] == ["LIFT", "majority", "logreg"] and len(table["method"]) > 3
@@ -546,6 +551,11 @@ def test_a_two_level_study_end_to_end_then_resume_trains_nothing(tmp_path, table
     assert not results(study)["score"].isna().any()
     n_train = [run.dataset_info().n_train for run in study.runs()]
     assert n_train[0] == round(0.5 * n_train[1])
+    training_pids = {run.status()["pid"] for run in study.runs()}
+    assert len(training_pids) == 2 and os.getpid() not in training_pids
+    # Both were training before either had finished.
+    assert max(state_times(run)["running"] for run in study.runs()) < min(
+        state_times(run)["completed"] for run in study.runs())
 
     before = {run.name: (run.status(), file_times(run)) for run in study.runs()}
     capsys.readouterr()
@@ -558,17 +568,17 @@ def test_a_two_level_study_end_to_end_then_resume_trains_nothing(tmp_path, table
 
 @pytest.mark.slow  # a study's process killed in its second training, then resumed: ~40 s on one core
 def test_a_study_killed_halfway_resumes_and_trains_only_what_was_left(tmp_path, tables, capsys, one_torch_thread):
-    # The second run trains 8 epochs: long enough to be caught running after its first checkpoint. One run at a
-    # time, on any machine: the first has finished when the second starts.
+    # The second run trains 4 epochs, with a checkpoint every 3 steps: long enough to be caught running after its
+    # first checkpoint. One run at a time, on any machine: the first has finished when the second starts.
     out = tmp_path / "study"
     command = [sys.executable, "-m", "lift_core", "study", "--kind", "vary-setting", "--setting", "epochs",
-               "--values", "1,8", "--data", tables["classes"], "--target", "y", *map(str, TINY_FLAGS),
-               "--parallel", "1", "--out", str(out)]
+               "--values", "1,4", "--data", tables["classes"], "--target", "y", *map(str, TINY_FLAGS),
+               "--save-steps", "3", "--parallel", "1", "--out", str(out)]
     with open(tmp_path / "study.out", "w") as output:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **ONE_THREAD_ENV}, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        second = Run(out / "runs" / "epochs-8-seed0")
+        second = Run(out / "runs" / "epochs-4-seed0")
         wait_for(lambda: second.status()["state"] == "running" and second.latest_checkpoint() is not None,
                  timeout=180, what=f"the second run to train; study output: {tmp_path / 'study.out'}")
     finally:
@@ -582,33 +592,9 @@ def test_a_study_killed_halfway_resumes_and_trains_only_what_was_left(tmp_path, 
     capsys.readouterr()
     assert main(["study", "--resume", str(out), "--parallel", "1"]) == 0
     resumed = capsys.readouterr().out
-    assert "run 1 of 2" not in resumed and "run 2 of 2: epochs-8-seed0" in resumed
+    assert "run 1 of 2" not in resumed and "run 2 of 2: epochs-4-seed0" in resumed
     assert (first.status(), file_times(first)) == before
     assert Run.resumed_history(second.status()) == ["queued", "running", "interrupted", "queued", "running",
                                                     "completed"]
     assert second.baselines() is not None and second.eval_results()["accuracy"] is not None
-    assert set(score_table(resumed)) == {"method", "Epochs", "1.0", "8.0"}
-
-
-def state_times(run: Run) -> dict[str, float]:
-    return {entry["state"]: entry["time"] for entry in run.status()["history"]}
-
-
-@pytest.mark.slow  # two tiny trainings at once, each in a process of its own: ~20 s on one core
-def test_parallel_runs_train_at_once_each_in_a_process_of_its_own(tmp_path, tables, capsys, monkeypatch):
-    for name, value in ONE_THREAD_ENV.items():
-        monkeypatch.setenv(name, value)
-    out = tmp_path / "study"
-    assert main(["study", "--kind", "label-noise", "--noise", "0,0.2", "--data", str(tables["classes"]),
-                 "--target", "y", *map(str, TINY_FLAGS), "--parallel", "2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    study = Study(out)
-    first, second = study.runs()
-    assert [run.status()["state"] for run in (first, second)] == ["completed", "completed"]
-    training_pids = {first.status()["pid"], second.status()["pid"]}
-    assert len(training_pids) == 2 and os.getpid() not in training_pids
-    # Both were training before either had finished.
-    assert max(state_times(run)["running"] for run in (first, second)) < min(
-        state_times(run)["completed"] for run in (first, second))
-    assert all(run.baselines() is not None for run in (first, second))
-    assert set(score_table(printed)) == {"method", "share", "0.0", "0.2"}
+    assert set(score_table(resumed)) == {"method", "Epochs", "1.0", "4.0"}
