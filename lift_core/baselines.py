@@ -65,7 +65,7 @@ def run_baselines(splits: Splits, dataset: Dataset, *, names=None, seed: int = 0
 
     One row per baseline: name, the metrics of lift_core.metrics, fit_seconds (grid search + refit).
     """
-    names = _check_names(names, dataset.task)
+    names = check_names(names, dataset.task)
     rows = []
     for name in names:
         start = time.perf_counter()
@@ -81,7 +81,7 @@ def fit_baseline(name: str, splits: Splits, dataset: Dataset, *, seed: int = 0) 
     The Pipeline takes a DataFrame with the feature columns, so it can be evaluated on any grid of points
     (decision boundaries); use class_probabilities for predict_proba columns in dataset.classes order.
     """
-    _check_names([name], dataset.task)
+    check_names([name], dataset.task)
     train = _training_rows(name, splits, dataset, seed)
     X, y = train[dataset.features], train[dataset.target]
     if dataset.task == "classification" and name != "majority" and y.nunique() < 2:
@@ -126,7 +126,8 @@ def class_probabilities(model: Pipeline, X: pd.DataFrame, classes: list[str]) ->
     return aligned
 
 
-def _check_names(names, task: str) -> list[str]:
+def check_names(names, task: str) -> list[str]:
+    """The baselines named (all of the task's for None), refused when one is not a baseline of the task."""
     valid = CLASSIFIERS if task == "classification" else REGRESSORS
     if names is None:
         return list(valid)

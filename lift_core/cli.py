@@ -170,7 +170,8 @@ def _study_spec(args):
             raise LiftError(f"--{option} is an option of the {kind} study, not of {args.kind}.")
     levels = split_list(getattr(args, LEVEL_FLAGS[args.kind]) or "")
     config = _train_config(args, apply_preset(args.preset) if args.preset else None)
-    given = {"seeds": args.seeds, "noise_mode": args.mode, "setting": args.setting}
+    given = {"seeds": args.seeds, "noise_mode": args.mode, "setting": args.setting,
+             "baselines": split_list(args.baselines) if args.baselines else None}
     return StudySpec(kind=args.kind, base=asdict(config), levels=levels,
                      **{name: value for name, value in given.items() if value is not None})
 
@@ -179,7 +180,7 @@ def _given_study_options(args) -> list[str]:
     """The options of `study` that define one (all but --parallel), given on the command line."""
     from lift_core.studies import LEVEL_FLAGS
 
-    options = ("kind", "mode", "setting", "seeds", "preset", *LEVEL_FLAGS.values())
+    options = ("kind", "mode", "setting", "seeds", "preset", "baselines", *LEVEL_FLAGS.values())
     return [name for name in options if getattr(args, name) is not None]
 
 
@@ -317,6 +318,7 @@ def _add_train_command(commands) -> None:
 
 
 def _add_study_command(commands) -> None:
+    from lift_core.baselines import CLASSIFIERS, REGRESSORS
     from lift_core.presets import PRESETS
     from lift_core.studies import DEFAULT_LEVELS, FACTORS, KINDS, LEVEL_FLAGS, NOISE_MODES, levels_text
 
@@ -337,6 +339,9 @@ def _add_study_command(commands) -> None:
     study.add_argument("--seeds", type=int, help="runs per level, with seeds --seed, --seed + 1, ... "
                                                             "(default: 1)")
     study.add_argument("--preset", choices=list(PRESETS), help="a preset's settings under the flags given")
+    study.add_argument("--baselines", help="the baselines fitted beside each run, comma-separated (default: all of "
+                                           f"the task's): classification {', '.join(CLASSIFIERS)}; regression "
+                                           f"{', '.join(REGRESSORS)}")
     study.add_argument("--parallel", type=int, help="runs trained at once, each in a training process of its own "
                                                     "on a GPU of its own (default: one per GPU; 1 on a CPU)")
     _add_settings(study)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from lift_core import data
+from lift_core.baselines import check_names
 from lift_core.config import SETTINGS, TrainConfig
 from lift_core.errors import LiftError
 from lift_core.files import read_json, write_json_atomically
@@ -85,6 +86,7 @@ class StudySpec:
     seeds: int = 1  # each level is run with seeds base seed, base seed + 1, ...
     noise_mode: str = "random"  # label-noise: "random" (to another class, uniformly) or "systematic" (k to k+1)
     setting: str = ""  # vary-setting: the TrainConfig field that varies
+    baselines: list = field(default_factory=list)  # fitted beside each run (baselines.py's names); empty: all
 
     def __post_init__(self):
         self.levels = list(self.levels) or list(DEFAULT_LEVELS.get(self.kind, []))
@@ -272,6 +274,7 @@ def plan(spec: StudySpec) -> tuple[data.Dataset, data.Splits, list[PlannedRun]]:
 
 
 def _check_kind_fits(spec: StudySpec, dataset: data.Dataset) -> None:
+    check_names(spec.baselines or None, dataset.task)
     if spec.kind == "label-noise" and dataset.task != "classification":
         raise LiftError("The label-noise study corrupts class labels: it needs a classification target.")
     if spec.kind == "extrapolation":

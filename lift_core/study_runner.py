@@ -120,7 +120,8 @@ def _fit_baselines(study: Study, name: str, say) -> None:
     try:
         dataset, splits = run_dataset(run)
         training_rows = Splits(splits.train, splits.val.iloc[:0], splits.test)
-        run.save_baselines(run_baselines(training_rows, dataset, seed=run.config().seed))
+        run.save_baselines(run_baselines(training_rows, dataset, names=study.spec().baselines or None,
+                                         seed=run.config().seed))
     except Exception as error:  # a baseline that cannot fit these rows must not end the other runs' study
         say(f"the baselines of {name} could not be fitted: {error}")
         traceback.print_exc()

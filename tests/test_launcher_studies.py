@@ -23,7 +23,7 @@ def one_thread_processes(monkeypatch):
 
 def spec_for(table, **settings) -> StudySpec:
     config = TrainConfig(data=str(table), target="y", **{**TINY_FAST, **settings})
-    return StudySpec("sample-efficiency", asdict(config), levels=[0.5, 1.0])
+    return StudySpec("sample-efficiency", asdict(config), levels=[0.5, 1.0], baselines=["majority", "logreg"])
 
 
 def process_ended(study) -> bool:
@@ -75,7 +75,8 @@ def test_a_new_server_continues_a_half_finished_study_but_not_a_stopped_one(tmp_
     stopped = create_study(studies_dir(runs_dir) / "stopped", spec_for(table))
     stopped.request_stop()
     # As a server killed before it trained it: one run is enough.
-    left = create_study(studies_dir(runs_dir) / "left", StudySpec("sample-efficiency", spec_for(table).base, [1.0]))
+    left = create_study(studies_dir(runs_dir) / "left", StudySpec("sample-efficiency", spec_for(table).base, [1.0],
+                                                                 baselines=["logreg"]))
 
     continued = TrainingLauncher(runs_dir).continue_studies()
     assert [study.name for study in continued] == ["left"]

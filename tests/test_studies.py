@@ -43,10 +43,11 @@ def dataset_of(frame: pd.DataFrame) -> data.Dataset:
     return data.prepare_dataset(frame, "y")
 
 
-def spec_of(kind, table, levels=(), *, seeds=1, noise_mode="random", setting="", **settings) -> StudySpec:
+def spec_of(kind, table, levels=(), *, seeds=1, noise_mode="random", setting="", baselines=(),
+            **settings) -> StudySpec:
     """A study of the tiny model with TINY_FAST (and `settings`) on `table`'s target y."""
     base = asdict(TrainConfig(data=table, target="y", **{**TINY_FAST, **settings}))
-    return StudySpec(kind, base, list(levels), seeds, noise_mode, setting)
+    return StudySpec(kind, base, list(levels), seeds, noise_mode, setting, list(baselines))
 
 
 def run_splits(study: Study, name: str) -> data.Splits:
@@ -359,6 +360,14 @@ def test_an_extrapolation_level_with_no_validation_row_in_its_range_is_refused(t
     assert not (tmp_path / "study").exists()
 
 
+def test_the_baselines_of_a_study_are_the_tasks_own(tmp_path, tables):
+    with pytest.raises(LiftError, match="Unknown regression baseline.*logreg"):
+        create_study(tmp_path / "curve", spec_of("extrapolation", tables["curve"], [0.0], baselines=["logreg"]))
+    study = create_study(tmp_path / "classes", spec_of("label-noise", tables["classes"], [0.0],
+                                                       baselines=["majority", "logreg"]))
+    assert study.spec().baselines == ["majority", "logreg"]
+
+
 def test_the_seed_is_not_a_setting_to_vary_it_is_the_seeds_of_every_study(tmp_path, tables):
     with pytest.raises(LiftError, match="setting to vary"):
         create_study(tmp_path / "study", spec_of("vary-setting", tables["classes"], ["1", "2"], setting="seed"))
@@ -573,7 +582,7 @@ def test_a_study_killed_halfway_resumes_and_trains_only_what_was_left(tmp_path, 
     out = tmp_path / "study"
     command = [sys.executable, "-m", "lift_core", "study", "--kind", "vary-setting", "--setting", "epochs",
                "--values", "1,4", "--data", tables["classes"], "--target", "y", *map(str, TINY_FLAGS),
-               "--save-steps", "3", "--parallel", "1", "--out", str(out)]
+               "--save-steps", "3", "--baselines", "majority,logreg", "--parallel", "1", "--out", str(out)]
     with open(tmp_path / "study.out", "w") as output:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **ONE_THREAD_ENV}, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)

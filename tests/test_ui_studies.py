@@ -10,7 +10,7 @@ import pytest
 from gradio_client import handle_file
 from helpers import new_client, plotly_array, plotly_json, two_gaussians, wait_for, write_table
 from test_browser import (COUNT_POINTS_JS, VISIBLE_PANEL_JS, browser, chromium, expect,  # noqa: F401 (fixtures)
-                          generate_moons, open_tab, page)
+                          choose_in, generate_moons, open_tab, page)
 
 from lift_core.access import VisitorLimits
 from lift_core.launcher import TrainingLauncher
@@ -22,8 +22,9 @@ from lift_ui.tables import NO_TABLE
 from lift_ui.tabs import studies_tab
 
 # A 2-level study of the tiny model (the served app's default) at the Quick look preset: 80 steps a run.
+# Two baselines, not all eight: each run's baselines are fitted in a second or so then.
 STUDY = {"kind": "sample-efficiency", "levels": "0.5,1", "noise_mode": "random", "setting": None, "seeds": 1,
-         "preset": "Quick look"}
+         "preset": "Quick look", "baselines": ["majority", "logreg"]}
 STUDY_TIMEOUT_S = 240
 STUDY_TIMEOUT_MS = STUDY_TIMEOUT_S * 1000
 STARTED = re.compile(r"^Started study `(\S+)`: 2 runs, one after another\.$")
@@ -228,8 +229,12 @@ def test_a_study_started_in_the_browser_shows_its_curve(page, no_study_left_behi
     levels = studies.get_by_role("textbox", name=re.compile(r"^Levels"))  # its name goes on with its help
     levels.fill("0.5,1")
     levels.press("Tab")
+    choose_in(page, studies.get_by_label("Baselines"), "logreg")  # one baseline, fitted in a second
     expect(studies.get_by_text(re.compile(r"^Estimated total: "))).to_be_visible()
     studies.get_by_role("button", name="Start study").click()
     expect(studies.get_by_text(STARTED_SHOWN)).to_be_visible()
     page.wait_for_function(LIFT_POINTS_JS, arg=2, timeout=STUDY_TIMEOUT_MS)
     expect(studies.get_by_text(re.compile(r"^✅ .*2 of 2 runs finished"))).to_be_visible(timeout=STUDY_TIMEOUT_MS)
+    names = page.evaluate(f"() => ({VISIBLE_PANEL_JS}?.querySelector('.js-plotly-plot').data || [])"
+                          ".map((trace) => trace.name)")
+    assert set(names) == {LIFT, f"{LIFT} ± std across seeds", "logreg"}  # the one baseline chosen

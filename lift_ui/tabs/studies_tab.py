@@ -9,6 +9,7 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
+from lift_core.baselines import CLASSIFIERS, REGRESSORS
 from lift_core.config import SETTINGS, split_list
 from lift_core.errors import LiftError
 from lift_core.estimate import readable_duration
@@ -54,7 +55,8 @@ def level_controls(kind: str) -> tuple[gr.Textbox, gr.Radio, gr.Dropdown]:
             gr.Radio(visible=kind == "label-noise"), gr.Dropdown(visible=kind == "vary-setting"))
 
 
-def study_spec(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table) -> StudySpec:
+def study_spec(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, baselines=None,
+               **table) -> StudySpec:
     """The study the page describes: the current table, template and model with the preset laid over them."""
     config = make_config(**table)
     typed = split_list(levels or "")
@@ -63,15 +65,17 @@ def study_spec(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset
     if seeds is None:
         raise LiftError("Give the number of seeds, from 1 to 20.")
     base = {**asdict(config), **apply_preset(preset), "quant": ctx.default_quant}
-    return StudySpec(kind, base, typed, int(seeds), noise_mode, setting if kind == "vary-setting" else "")
+    return StudySpec(kind, base, typed, int(seeds), noise_mode, setting if kind == "vary-setting" else "",
+                     list(baselines or []))
 
 
-def estimate(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, calibrate=False, **table) -> str:
+def estimate(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, baselines=None, calibrate=False,
+             **table) -> str:
     """The whole study's duration from the duration estimate of each of its runs; a mistake in one line. Shown
     unasked as the settings change, it never times the model (that holds the training slot a while); with
     `calibrate` (the button), a model never run here is timed first, once."""
     try:
-        spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, **table)
+        spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, baselines, **table)
         seconds = ctx.launcher.estimate_study(spec, calibrate=calibrate)
     except LiftError as error:
         return error_message(error)
@@ -102,10 +106,10 @@ def listed_studies(ctx: AppContext, current) -> gr.Dropdown:
     return gr.Dropdown(choices=names, value=chosen)
 
 
-def start(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, **table):
+def start(ctx: AppContext, kind, levels, noise_mode, setting, seeds, preset, baselines=None, **table):
     """Creates the study and launches its process; the page then follows it."""
     try:
-        spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, **table)
+        spec = study_spec(ctx, kind, levels, noise_mode, setting, seeds, preset, baselines, **table)
         study = ctx.launcher.start_study(spec)
     except LiftError as error:
         return gr.skip(), error_message(error), gr.skip()
@@ -258,8 +262,11 @@ def study_controls() -> dict:
         setting = gr.Dropdown(VARIED_SETTINGS, value=None, label="Setting to vary", visible=False, scale=2)
         seeds = gr.Number(1, label="Seeds", precision=0, minimum=1, maximum=20, scale=1,
                           info="Each level is trained this many times; the curve's band is their spread.")
+    baselines = gr.Dropdown(list(dict.fromkeys(CLASSIFIERS + REGRESSORS)), value=[], multiselect=True,
+                            label="Baselines", info="Fitted beside each run on its training rows; none chosen: all of "
+                                                    "the task's (the CLI's --baselines).")
     return {"kind": kind, "levels": levels, "noise_mode": noise_mode, "setting": setting, "seeds": seeds,
-            "preset": preset}
+            "preset": preset, "baselines": baselines}
 
 
 class StudyView(NamedTuple):
@@ -314,7 +321,7 @@ def connect_setup(ctx: AppContext, tab: gr.Tab, fields: dict, estimate_line: gr.
     kind_chosen.then(**estimating, api_visibility="private")
     # Not on every keystroke in the levels: the estimate reads the table and counts each run's tokens.
     triggers = [tab.select, fields["levels"].blur, fields["levels"].submit, fields["noise_mode"].change,
-                fields["setting"].change, fields["seeds"].change, fields["preset"].change]
+                fields["setting"].change, fields["seeds"].change, fields["preset"].change, fields["baselines"].change]
     gr.on(triggers, **estimating, api_name="study_estimate", trigger_mode="always_last")
     time_button.click(with_context(timed_estimate, ctx), inputs_kwargs=inputs, outputs=estimate_line,
                       api_name="study_timed_estimate")
