@@ -310,11 +310,16 @@ def _add_settings(command) -> None:
 def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="finetune a model on a table; writes a run folder")
     _add_settings(train)
-    destination = train.add_mutually_exclusive_group(required=True)
-    destination.add_argument("--out", help="the run folder to create")
-    destination.add_argument("--resume", metavar="RUN_DIR",
-                             help="continue an interrupted, failed or stopped run from its last checkpoint")
+    _add_destination(train, "the run folder to create", "RUN_DIR",
+                     "continue an interrupted, failed or stopped run from its last checkpoint")
     train.set_defaults(handler=cmd_train)
+
+
+def _add_destination(command, out_help: str, resume_metavar: str, resume_help: str) -> None:
+    """--out for a new folder, or --resume of an earlier one: exactly one."""
+    destination = command.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--out", help=out_help)
+    destination.add_argument("--resume", metavar=resume_metavar, help=resume_help)
 
 
 def _add_study_command(commands) -> None:
@@ -336,8 +341,7 @@ def _add_study_command(commands) -> None:
                             "class k becomes class k+1 (systematic) (default: random)")
     study.add_argument("--setting", help="vary-setting: the training setting that varies (a `train` flag's name, "
                                          "e.g. lr, lora_r, template, model)")
-    study.add_argument("--seeds", type=int, help="runs per level, with seeds --seed, --seed + 1, ... "
-                                                            "(default: 1)")
+    study.add_argument("--seeds", type=int, help="runs per level, with seeds --seed, --seed + 1, ... (default: 1)")
     study.add_argument("--preset", choices=list(PRESETS), help="a preset's settings under the flags given")
     study.add_argument("--baselines", help="the baselines fitted beside each run, comma-separated (default: all of "
                                            f"the task's): classification {', '.join(CLASSIFIERS)}; regression "
@@ -345,10 +349,8 @@ def _add_study_command(commands) -> None:
     study.add_argument("--parallel", type=int, help="runs trained at once, each in a training process of its own "
                                                     "on a GPU of its own (default: one per GPU; 1 on a CPU)")
     _add_settings(study)
-    destination = study.add_mutually_exclusive_group(required=True)
-    destination.add_argument("--out", help="the study folder to create")
-    destination.add_argument("--resume", metavar="STUDY_DIR",
-                             help="continue a study: finished runs are kept, the others train")
+    _add_destination(study, "the study folder to create", "STUDY_DIR",
+                     "continue a study: finished runs are kept, the others train")
     study.set_defaults(handler=cmd_study)
 
 

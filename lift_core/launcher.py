@@ -275,7 +275,7 @@ class TrainingLauncher:
         study.clear_stop()
         command = [sys.executable, "-m", "lift_core", "study", "--resume", str(study.path)]
         with study.open_log(log_mode) as log:
-            process = _start_process(command, log, log_mode, {LAUNCHED_ENV: "1"})
+            process = start_process(command, log, log_mode, {LAUNCHED_ENV: "1"})
         study.record_process(process_identity(process.pid))
         # Reaped, so that its end is seen (a zombie would read as alive).
         threading.Thread(target=process.wait, daemon=True).start()
@@ -395,7 +395,7 @@ class TrainingLauncher:
 
     def _launch(self, run: Run, command: list[str], config: TrainConfig, log_mode: str) -> subprocess.Popen:
         with run.open_log(log_mode) as log:
-            process = _start_process(command, log, log_mode)
+            process = start_process(command, log, log_mode)
         run.record_launch(process_identity(process.pid))
         self._watched.add(run.path)
         threading.Thread(target=self._watch, args=(run, process, config), daemon=True).start()
@@ -473,16 +473,17 @@ class TrainingLauncher:
             run.delete()
 
 
-def _start_process(command: list[str], log, log_mode: str, extra_environment: dict | None = None
-                   ) -> subprocess.Popen:
-    """The engine's CLI as a process of its own, its output appended to `log` after the command line."""
+def start_process(command: list[str], log, log_mode: str, extra_environment: dict | None = None,
+                  own_session: bool = True) -> subprocess.Popen:
+    """The engine's CLI as a process of its own, its output appended to `log` after the command line. In its own
+    session (the launcher's), a Ctrl-C in the server's terminal is not also delivered to the training; a study's
+    runs stay in the study's, so that a Ctrl-C stops them with it."""
     log.write(("\n" if log_mode == "a" else "") + " ".join(command) + "\n\n")
     log.flush()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                    **(extra_environment or {})}
-    # Its own session, so a Ctrl-C in the server's terminal is not also delivered to the training.
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
-                            start_new_session=True)
+                            start_new_session=own_session)
 
 
 def _check_training_here() -> None:

@@ -14,7 +14,7 @@ from lift_core.baselines import run_baselines
 from lift_core.data import Splits
 from lift_core.errors import LiftError
 from lift_core.evaluation import run_dataset
-from lift_core.launcher import resume_command, training_command
+from lift_core.launcher import resume_command, start_process, training_command
 from lift_core.studies import Study
 
 POLL_S = 1.0  # how often the training processes are checked on
@@ -83,16 +83,14 @@ def _start_run_process(study: Study, name: str, gpu: str | None, parallel: int) 
         command = resume_command(run.path)
     else:
         command = training_command(study.run_config(name), run.path, study.save_run_settings(name))
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    environment = {}
     if gpu is not None:
         environment["CUDA_VISIBLE_DEVICES"] = gpu
-    elif parallel > 1:  # sharing a CPU: each process gets its share of the cores, not all of them spinning
-        environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    elif parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Sharing a CPU: each process gets its share of the cores, not all of them spinning against each other.
+        environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
     with run.open_log("a") as log:
-        log.write(" ".join(command) + "\n\n")
-        log.flush()
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=environment)
+        return start_process(command, log, "a", environment, own_session=False)
 
 
 def _after_run(study: Study, name: str, exit_code: int, say) -> bool:
